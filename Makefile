@@ -1,0 +1,35 @@
+# carsite — `make run` serves the site on http://127.0.0.1:8000, `make test` runs the whole suite.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+SHARED_DATA ?= $(abspath ../shared/data)
+SPECS_CSV := $(SHARED_DATA)/specs/car_specs.csv
+# The embedded default: SQLite, in-process tasks, debug pages, local media under var/.
+RUN_ENV := DEBUG=$${DEBUG-1} CARSITE_SHARED_DATA_DIR=$(SHARED_DATA)
+
+.PHONY: install run setup test lint
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade --quiet pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+setup: install
+	$(RUN_ENV) $(PY) manage.py migrate --noinput
+	$(RUN_ENV) $(PY) manage.py load_catalog
+	@if [ -f "$(SPECS_CSV)" ]; then $(RUN_ENV) $(PY) manage.py import_specs "$(SPECS_CSV)"; \
+	else echo "No spec CSV at $(SPECS_CSV): skipping import_specs."; fi
+	$(RUN_ENV) $(PY) manage.py setup_demo
+
+run: setup
+	$(RUN_ENV) $(PY) manage.py runserver 127.0.0.1:8000
+
+test: install
+	bash scripts/test
+
+lint: install
+	$(VENV)/bin/ruff check .

@@ -1,0 +1,165 @@
+"""Image validation and normalisation shared by scraping, uploads and imports.
+
+Every image that enters carsite goes through ``load_image``: the bytes must decode with Pillow
+as a supported format (the Content-Type or file name is never trusted), stay under the pixel
+limit (decompression bombs) and above the minimum size. ``normalise`` then gives an upright RGB
+image whose JPEG encoding is what gets stored.
+"""
+
+import hashlib
+import io
+import warnings
+from dataclasses import dataclass
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP")
+SUPPORTED_FORMATS_TEXT = "JPEG, PNG or WebP"
+
+
+class ImageRejected(ValueError):
+    """The bytes are not an image carsite accepts; the message says why, for a person."""
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    max_bytes: int = 10 * 1024 * 1024
+    max_pixels: int = 40_000_000
+    min_side: int = 64
+    max_side: int = 1600
+
+
+def limits_from_settings() -> ImageLimits:
+    from django.conf import settings
+
+    return ImageLimits(
+        max_bytes=settings.CARSITE_UPLOAD_MAX_BYTES,
+        max_pixels=settings.CARSITE_UPLOAD_MAX_PIXELS,
+        min_side=settings.CARSITE_IMAGE_MIN_SIDE,
+        max_side=settings.CARSITE_IMAGE_MAX_SIDE,
+    )
+
+
+def _megabytes(n: int) -> str:
+    return f"{n / (1024 * 1024):.0f} MB"
+
+
+def load_image(data: bytes, limits: ImageLimits) -> Image.Image:
+    """Decode ``data`` fully or raise ImageRejected; returns the image with its frame 0 loaded."""
+    if not data:
+        raise ImageRejected("The file is empty.", "empty")
+    if len(data) > limits.max_bytes:
+        raise ImageRejected(
+            f"The file is {_megabytes(len(data))}; the limit is {_megabytes(limits.max_bytes)}.", "too_large"
+        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=None)
+            fmt = image.format
+            if fmt not in SUPPORTED_FORMATS:
+                raise ImageRejected(
+                    f"{fmt or 'This'} images are not supported; upload a {SUPPORTED_FORMATS_TEXT} photo.",
+                    "unsupported_format",
+                )
+            width, height = image.size
+            if width * height > limits.max_pixels:
+                raise ImageRejected(
+                    f"The image is {width}×{height} pixels; the limit is {limits.max_pixels:,} pixels.",
+                    "too_many_pixels",
+                )
+            image.seek(0)
+            image.load()
+    except ImageRejected:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageRejected("The image has too many pixels to process safely.", "too_many_pixels") from exc
+    except UnidentifiedImageError as exc:
+        raise ImageRejected(
+            f"The file is not an image we can read; upload a {SUPPORTED_FORMATS_TEXT} photo.", "not_an_image"
+        ) from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageRejected("The image is truncated or corrupt.", "corrupt") from exc
+    if min(image.size) < limits.min_side:
+        raise ImageRejected(
+            f"The image is {width}×{height} pixels; it must be at least {limits.min_side} pixels on each side.",
+            "too_small",
+        )
+    return image
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Upright RGB from any accepted mode: EXIF orientation, CMYK, palette with alpha, 16-bit, grey."""
+    image = ImageOps.exif_transpose(image) or image
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit greyscale: scale the full 0..65535 range to 8 bits instead of clipping at 255.
+        image = image.point(lambda value: value / 257).convert("L")
+        return image.convert("RGB")
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA"):
+        background = Image.new("RGB", image.size, (255, 255, 255))
+        background.paste(image, mask=image.getchannel("A"))
+        return background
+    return image.convert("RGB")
+
+
+def fit_within(image: Image.Image, max_side: int) -> Image.Image:
+    if max(image.size) <= max_side:
+        return image
+    image = image.copy()
+    image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    return image
+
+
+def encode_jpeg(image: Image.Image, quality: int = 90) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=quality, optimize=True)
+    return buffer.getvalue()
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def dhash(image: Image.Image, size: int = 8) -> int:
+    """64-bit difference hash: robust to resizing and recompression, cheap to compare."""
+    grey = image.convert("L").resize((size + 1, size), Image.Resampling.LANCZOS)
+    pixels = list(grey.getdata())
+    bits = 0
+    for row in range(size):
+        for col in range(size):
+            left = pixels[row * (size + 1) + col]
+            right = pixels[row * (size + 1) + col + 1]
+            bits = (bits << 1) | (1 if left > right else 0)
+    return bits
+
+
+def hamming(a: int | str, b: int | str) -> int:
+    a_int = int(a, 16) if isinstance(a, str) else a
+    b_int = int(b, 16) if isinstance(b, str) else b
+    return (a_int ^ b_int).bit_count()
+
+
+@dataclass(frozen=True)
+class NormalisedImage:
+    jpeg: bytes
+    sha256: str
+    phash: str
+    width: int
+    height: int
+
+
+def normalise(data: bytes, limits: ImageLimits) -> NormalisedImage:
+    """Validate ``data`` and return the RGB JPEG carsite stores, with its hashes and size."""
+    rgb = fit_within(to_rgb(load_image(data, limits)), limits.max_side)
+    jpeg = encode_jpeg(rgb)
+    return NormalisedImage(
+        jpeg=jpeg, sha256=sha256_hex(jpeg), phash=f"{dhash(rgb):016x}", width=rgb.width, height=rgb.height
+    )
