@@ -1,0 +1,1 @@
+"""Admin pages for classifications and visitor feedback."""
