@@ -1,0 +1,492 @@
+"""Two-phase transfer learning (frozen-backbone head, then fine-tune) with resumable checkpoints.
+
+Run: python -m ml.train --manifest M.csv --arch efficientnet_lite0 --output BUNDLE_DIR
+(torchrun --nproc_per_node=N -m ml.train ... for DDP).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import random
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+
+from ml.data import ImageManifestDataset, ManifestRecord, Split, group_near_duplicates, read_manifest, split_grouped
+from ml.models import backbone_modules, create_model, default_preprocess, set_backbone_trainable
+from ml.presets import ClassificationPresetEval, ClassificationPresetTrain, PreprocessConfig
+
+log = logging.getLogger("ml.train")
+
+
+@dataclass
+class TrainConfig:
+    arch: str = "efficientnet_lite0"
+    weights: str | None = "imagenet"
+    epochs_head: int = 5  # phase 1: backbone frozen, only the new head learns
+    epochs_finetune: int = 10  # phase 2: whole network at a lower LR
+    lr_head: float = 3e-3
+    lr_finetune: float = 3e-4
+    optimizer: str = "adamw"  # adamw | sgd
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    label_smoothing: float = 0.1
+    warmup_epochs: int = 1
+    batch_size: int = 32
+    num_workers: int = 0
+    crop_size: int | None = None  # None: the architecture's native resolution
+    resize_size: int | None = None
+    auto_augment: str | None = "trivialaugment"
+    min_scale: float = 0.25
+    random_erase: float = 0.0
+    seed: int = 0
+    patience: int = 5  # early stopping: fine-tune epochs without val improvement
+    device: str = "auto"
+    amp: bool = True  # only used on CUDA
+    channels_last: bool = True  # only used on CUDA
+    max_steps_per_epoch: int | None = None
+    cache_images: bool = True  # decode once, keep in RAM (small datasets)
+
+    def preprocess(self) -> PreprocessConfig:
+        base = default_preprocess(self.arch)
+        crop = self.crop_size or base.crop_size
+        resize = self.resize_size or (base.resize_size if crop == base.crop_size else round(crop * 256 / 224))
+        return PreprocessConfig(crop, resize, base.mean, base.std, base.interpolation)
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module
+    history: list[dict[str, Any]]
+    best_epoch: int
+    best_val_acc: float | None
+    labels: list[str]
+    preprocess: PreprocessConfig
+    work_dir: Path
+    stopped_early: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class _DistInfo:
+    def __init__(self) -> None:
+        self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict[str, Any]:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+
+
+def _resolve_device(name: str, dist_info: _DistInfo) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and dist_info.enabled:
+        return torch.device("cuda", dist_info.local_rank)
+    return torch.device(name)
+
+
+def _lr_lambda(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
+    """Linear warm-up then cosine decay to 0, per optimiser step."""
+
+    def f(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return f
+
+
+def _make_optimizer(cfg: TrainConfig, params: list[nn.Parameter], lr: float) -> torch.optim.Optimizer:
+    # no weight decay on norms and biases (1-D tensors): decaying them only hurts
+    decay = [p for p in params if p.ndim > 1]
+    no_decay = [p for p in params if p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=lr)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=True)
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r}")
+
+
+def _evaluate(model: nn.Module, loader: DataLoader, device: torch.device) -> tuple[float, float]:
+    """(mean loss, accuracy) computed per image over the whole loader."""
+    model.eval()
+    loss_sum, correct, count = 0.0, 0, 0
+    with torch.inference_mode():
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            out = model(x).float()
+            loss_sum += float(F.cross_entropy(out, y, reduction="sum"))
+            correct += int((out.argmax(1) == y).sum())
+            count += len(y)
+    return (loss_sum / count, correct / count) if count else (float("nan"), float("nan"))
+
+
+def train(
+    config: TrainConfig,
+    train_records: Sequence[ManifestRecord],
+    val_records: Sequence[ManifestRecord],
+    labels: Sequence[str],
+    work_dir: str | Path,
+    progress: bool = True,
+    resume: bool = False,
+    on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
+) -> TrainResult:
+    """Train `config.arch` on the records; returns the best-on-validation model (eval mode).
+
+    Checkpoints go to work_dir/last.pt every epoch (model, optimiser, scheduler, epoch, history,
+    RNG) and work_dir/best.pt. Each epoch reseeds from (seed, epoch), so a resumed run replays
+    exactly what an uninterrupted run would have done.
+    """
+    from tqdm.auto import tqdm
+
+    labels = list(labels)
+    work = Path(work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    dist_info = _DistInfo()
+    if dist_info.enabled and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    device = _resolve_device(config.device, dist_info)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    use_amp = config.amp and device.type == "cuda"
+    channels_last = config.channels_last and device.type == "cuda"
+    is_main = dist_info.is_main
+    progress = progress and is_main
+
+    _seed_everything(config.seed)
+    pre = config.preprocess()
+    class_to_idx = {lab: i for i, lab in enumerate(labels)}
+    train_tf = ClassificationPresetTrain(
+        pre.crop_size, pre.mean, pre.std, pre.interpolation,
+        auto_augment=config.auto_augment, random_erase=config.random_erase, min_scale=config.min_scale,
+    )
+    train_ds = ImageManifestDataset(train_records, class_to_idx, train_tf, cache=config.cache_images)
+    val_ds = ImageManifestDataset(
+        val_records, class_to_idx, ClassificationPresetEval.from_config(pre), cache=config.cache_images
+    )
+    if len(train_ds) == 0:
+        raise ValueError("no training records")
+    sampler: DistributedSampler | None = None
+    if dist_info.enabled:
+        sampler = DistributedSampler(train_ds, shuffle=True, seed=config.seed, drop_last=False)
+    val_loader = DataLoader(val_ds, batch_size=config.batch_size, shuffle=False, num_workers=config.num_workers)
+
+    model = create_model(config.arch, len(labels), config.weights).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+
+    total_epochs = config.epochs_head + config.epochs_finetune
+    history: list[dict[str, Any]] = []
+    start_epoch = 0
+    best_epoch, best_key = -1, (-math.inf, -math.inf)
+    stopped_early = False
+    ckpt: dict[str, Any] | None = None
+    last_path, best_path = work / "last.pt", work / "best.pt"
+    if resume and last_path.is_file():
+        ckpt = torch.load(last_path, map_location="cpu", weights_only=False)
+        if ckpt["labels"] != labels or ckpt["config"]["arch"] != config.arch:
+            raise ValueError(f"checkpoint {last_path} was trained with other labels/arch; refusing to resume")
+        model.load_state_dict(ckpt["model"])
+        history = list(ckpt["history"])
+        start_epoch = int(ckpt["epoch"]) + 1
+        best_epoch, best_key = int(ckpt["best_epoch"]), tuple(ckpt["best_key"])
+        stopped_early = bool(ckpt.get("stopped_early", False))
+        _set_rng_state(ckpt["rng"])
+        if is_main:
+            log.info("resumed from %s at epoch %d", last_path, start_epoch)
+
+    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    phase: str | None = None
+    optimizer: torch.optim.Optimizer | None = None
+    scheduler: torch.optim.lr_scheduler.LambdaLR | None = None
+    net: nn.Module = model
+
+    for epoch in range(start_epoch, 0 if stopped_early else total_epochs):
+        want = "head" if epoch < config.epochs_head else "finetune"
+        # ---- data for this epoch (reseeded so resume == uninterrupted run)
+        _seed_everything(config.seed * 1000 + epoch)
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+            epoch_sampler: Any = sampler
+        else:
+            g = torch.Generator().manual_seed(config.seed * 1000 + epoch)
+            epoch_sampler = RandomSampler(train_ds, generator=g)
+        train_loader = DataLoader(
+            train_ds, batch_size=config.batch_size, sampler=epoch_sampler, num_workers=config.num_workers,
+            pin_memory=device.type == "cuda", drop_last=len(train_ds) > config.batch_size,
+            persistent_workers=False,
+        )
+        steps_per_epoch = len(train_loader)
+        if config.max_steps_per_epoch:
+            steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
+
+        if want != phase:
+            # ---- (re)build optimiser for the phase; restore its state when resuming mid-phase
+            phase = want
+            frozen = phase == "head"
+            set_backbone_trainable(model, not frozen)
+            params = [p for p in model.parameters() if p.requires_grad]
+            lr = config.lr_head if frozen else config.lr_finetune
+            optimizer = _make_optimizer(config, params, lr)
+            n_ep = config.epochs_head if frozen else config.epochs_finetune
+            scheduler = torch.optim.lr_scheduler.LambdaLR(
+                optimizer, _lr_lambda(config.warmup_epochs * steps_per_epoch, n_ep * steps_per_epoch)
+            )
+            if ckpt is not None and ckpt.get("phase") == phase:
+                optimizer.load_state_dict(ckpt["optimizer"])
+                scheduler.load_state_dict(ckpt["scheduler"])
+                if use_amp and ckpt.get("scaler"):
+                    scaler.load_state_dict(ckpt["scaler"])
+            ckpt = None
+            net = model
+            if dist_info.enabled:
+                net = nn.parallel.DistributedDataParallel(
+                    model, device_ids=[device.index] if device.type == "cuda" else None
+                )
+        assert optimizer is not None and scheduler is not None
+
+        # ---- train one epoch
+        net.train()
+        if phase == "head":
+            for m in backbone_modules(model):
+                m.eval()  # frozen backbone: keep its BatchNorm statistics too
+        loss_sum, correct, count, wait = 0.0, 0, 0, 0.0
+        t_start = time.perf_counter()
+        t_ready = t_start
+        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{total_epochs} [{phase}]",
+                   disable=not progress, leave=False)
+        for steps, (x, y) in enumerate(train_loader):
+            if steps >= steps_per_epoch:
+                break
+            wait += time.perf_counter() - t_ready
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            if channels_last:
+                x = x.to(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                out = net(x)
+                loss = criterion(out.float(), y)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            loss_sum += float(loss.detach()) * len(y)
+            correct += int((out.detach().argmax(1) == y).sum())
+            count += len(y)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_sum / count:.3f}", acc=f"{correct / count:.3f}")
+            t_ready = time.perf_counter()
+        bar.close()
+        train_time = time.perf_counter() - t_start
+        if dist_info.enabled:
+            t = torch.tensor([loss_sum, correct, count], dtype=torch.float64, device=device)
+            dist.all_reduce(t)
+            loss_sum, correct, count = float(t[0]), int(t[1]), int(t[2])
+        val_loss, val_acc = _evaluate(model, val_loader, device) if len(val_ds) else (None, None)
+        row = {
+            "epoch": epoch + 1,
+            "phase": phase,
+            "train_loss": loss_sum / max(count, 1),
+            "train_acc": correct / max(count, 1),
+            "val_loss": val_loss,
+            "val_acc": val_acc,
+            "lr": optimizer.param_groups[0]["lr"],
+            "images_per_s": count / train_time if train_time > 0 else float("nan"),
+            "data_wait_share": wait / train_time if train_time > 0 else 0.0,
+            "epoch_time_s": time.perf_counter() - t_start,
+        }
+        history.append(row)
+        if is_main:
+            log.info(
+                "epoch %d/%d %s train loss %.4f acc %.3f | val loss %s acc %s | lr %.2e | %.1f img/s"
+                " | data wait %.0f%%",
+                epoch + 1, total_epochs, phase, row["train_loss"], row["train_acc"],
+                "-" if val_loss is None else f"{val_loss:.4f}", "-" if val_acc is None else f"{val_acc:.3f}",
+                row["lr"], row["images_per_s"], 100 * row["data_wait_share"],
+            )
+        # ---- model selection: best val accuracy, ties broken by lower val loss
+        key = (val_acc, -val_loss) if val_acc is not None else (float(epoch), 0.0)
+        if key > best_key:
+            best_key, best_epoch = key, epoch
+            if is_main:
+                torch.save({"model": model.state_dict(), "epoch": epoch}, best_path)
+        since_best = epoch - max(best_epoch, config.epochs_head - 1)
+        stopped_early = (
+            phase == "finetune" and val_acc is not None and since_best >= config.patience and epoch < total_epochs - 1
+        )
+        if is_main:
+            state = {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict() if use_amp else None,
+                "epoch": epoch,
+                "phase": phase,
+                "history": history,
+                "best_epoch": best_epoch,
+                "best_key": list(best_key),
+                "stopped_early": stopped_early,
+                "rng": _rng_state(),
+                "labels": labels,
+                "config": asdict(config),
+            }
+            tmp = last_path.with_suffix(".tmp")
+            torch.save(state, tmp)
+            os.replace(tmp, last_path)  # atomic: a crash mid-save never leaves a broken checkpoint
+        if dist_info.enabled:
+            dist.barrier()
+        if on_epoch_end is not None:
+            on_epoch_end(row)
+        if stopped_early:
+            if is_main:
+                log.info("early stopping: no val improvement for %d epochs", since_best)
+            break
+
+    if best_path.is_file():
+        model.load_state_dict(torch.load(best_path, map_location=device, weights_only=True)["model"])
+    model.eval()
+    return TrainResult(
+        model=model,
+        history=history,
+        best_epoch=best_epoch + 1,
+        best_val_acc=best_key[0] if history and history[0]["val_acc"] is not None else None,
+        labels=labels,
+        preprocess=pre,
+        work_dir=work,
+        stopped_early=stopped_early,
+    )
+
+
+# ---------------------------------------------------------------- train -> calibrate -> bundle
+
+
+def fit_bundle(
+    config: TrainConfig,
+    split: Split,
+    output: str | Path,
+    kind: str = "classifier",
+    labels: Sequence[str] | None = None,
+    work_dir: str | Path | None = None,
+    progress: bool = True,
+    resume: bool = False,
+    target_precision: float = 0.9,
+) -> tuple[Path, TrainResult, dict[str, Any]]:
+    """Train on split.train, calibrate on split.val, score on split.test and save a bundle."""
+    from ml.bundle import save_bundle
+    from ml.evaluate import choose_abstain_threshold, evaluate_predictions, fit_temperature, predict_logits
+
+    labels = sorted({r.label for r in split.train}) if labels is None else list(labels)
+    output = Path(output)
+    work = Path(work_dir) if work_dir else output.parent / f".{output.name}-work"
+    result = train(config, split.train, split.val, labels, work, progress=progress, resume=resume)
+    if not _DistInfo().is_main:
+        return output, result, {}  # only rank 0 calibrates and writes the bundle
+    c2i = {lab: i for i, lab in enumerate(labels)}
+    eval_tf = ClassificationPresetEval.from_config(result.preprocess)
+    temperature, threshold = 1.0, 0.0
+    if split.val:
+        v_logits, v_t = predict_logits(result.model, ImageManifestDataset(split.val, c2i, eval_tf))
+        temperature = fit_temperature(v_logits, v_t)
+        threshold = choose_abstain_threshold((v_logits / temperature).softmax(1), v_t, target_precision)
+    report_dir = work / "report"
+    test_records = split.test or split.val
+    metrics: dict[str, Any] = {"evaluated_on": "test" if split.test else "val"}
+    if test_records:
+        t_logits, t_t = predict_logits(result.model, ImageManifestDataset(test_records, c2i, eval_tf))
+        metrics.update(evaluate_predictions(t_logits, t_t, labels, report_dir, temperature, result.history))
+    metrics.update({"best_epoch": result.best_epoch, "best_val_acc": result.best_val_acc,
+                    "n_train": len(split.train), "n_val": len(split.val), "n_test": len(split.test)})
+    save_bundle(
+        output, result.model, kind=kind, arch=config.arch, labels=labels, preprocess=result.preprocess,
+        temperature=temperature, abstain_threshold=threshold, mode="softmax", metrics=metrics, split=split,
+        extra={"train_config": asdict(config), "history": result.history}, report_dir=report_dir,
+    )
+    return output, result, metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="Train a carsite classifier/gate and write a model bundle.")
+    p.add_argument("--manifest", required=True, help="CSV with path,label[,group]")
+    p.add_argument("--output", required=True, help="bundle directory to write")
+    p.add_argument("--kind", choices=["classifier", "gate"], default="classifier")
+    p.add_argument("--arch", default="efficientnet_lite0")
+    p.add_argument("--weights", default="imagenet", help="'imagenet', 'none' or a local state-dict path")
+    p.add_argument("--epochs-head", type=int, default=5)
+    p.add_argument("--epochs-finetune", type=int, default=10)
+    p.add_argument("--lr-head", type=float, default=3e-3)
+    p.add_argument("--lr-finetune", type=float, default=3e-4)
+    p.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw")
+    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--label-smoothing", type=float, default=0.1)
+    p.add_argument("--warmup-epochs", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--num-workers", type=int, default=0)
+    p.add_argument("--patience", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--val-fraction", type=float, default=0.15)
+    p.add_argument("--test-fraction", type=float, default=0.15)
+    p.add_argument("--dedup-distance", type=int, default=6, help="dHash distance for near-duplicate groups")
+    p.add_argument("--work-dir", default=None)
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-progress", action="store_true")
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    cfg = TrainConfig(
+        arch=a.arch, weights=None if a.weights == "none" else a.weights, epochs_head=a.epochs_head,
+        epochs_finetune=a.epochs_finetune, lr_head=a.lr_head, lr_finetune=a.lr_finetune, optimizer=a.optimizer,
+        weight_decay=a.weight_decay, label_smoothing=a.label_smoothing, warmup_epochs=a.warmup_epochs,
+        batch_size=a.batch_size, num_workers=a.num_workers, patience=a.patience, seed=a.seed, device=a.device,
+    )
+    records = group_near_duplicates(read_manifest(a.manifest), max_distance=a.dedup_distance)
+    split = split_grouped(records, a.val_fraction, a.test_fraction, a.seed)
+    log.info("split: %d train / %d val / %d test", len(split.train), len(split.val), len(split.test))
+    out, _, metrics = fit_bundle(cfg, split, a.output, kind=a.kind, work_dir=a.work_dir,
+                                 progress=not a.no_progress, resume=a.resume)
+    if _DistInfo().is_main:
+        print(f"bundle written to {out}; test top-1 {metrics.get('top1')}")
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
