@@ -1,0 +1,20 @@
+# carsite application image: the same image runs the web server, Celery workers and beat.
+FROM python:3.11-slim
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
+WORKDIR /app
+RUN apt-get update && apt-get install -y --no-install-recommends libjpeg62-turbo libpq5 \
+    && rm -rf /var/lib/apt/lists/*
+COPY pyproject.toml README.md ./
+COPY carsite carsite
+COPY catalog catalog
+COPY classifier classifier
+COPY scraping scraping
+COPY ml ml
+COPY manage.py ./
+RUN pip install --extra-index-url https://download.pytorch.org/whl/cpu . \
+    && useradd --create-home carsite && mkdir -p /data/media /data/models && chown -R carsite /data
+USER carsite
+ENV MEDIA_ROOT=/data/media CARSITE_MODELS_DIR=/data/models STATIC_ROOT=/app/staticfiles
+RUN DEBUG=1 python manage.py collectstatic --noinput
+EXPOSE 8000
+CMD ["gunicorn", "carsite.wsgi", "--bind", "0.0.0.0:8000", "--workers", "3", "--timeout", "60"]
