@@ -1,5 +1,8 @@
 """Reads from the catalog, shaped for pages, the API and the classifier."""
 
+from collections.abc import Iterable
+from dataclasses import dataclass
+
 from django.db.models import Count, Exists, OuterRef, Prefetch, Q, QuerySet
 
 from catalog.models import CarImage, CarModel, ImageView, Manufacturer, Specification
@@ -48,3 +51,50 @@ def car_model_years() -> list[int]:
 
 def car_model_by_label(label: str) -> CarModel | None:
     return CarModel.objects.select_related("manufacturer").filter(label=label).first()
+
+
+def manufacturer_get(*, slug: str) -> Manufacturer:
+    return Manufacturer.objects.get(slug=slug)
+
+
+def manufacturer_list_with_models() -> QuerySet[Manufacturer]:
+    """Manufacturers that have car models, for the catalog's browse page."""
+    return manufacturer_list().filter(model_count__gt=0)
+
+
+@dataclass(frozen=True)
+class SupportedModels:
+    """The car models a page lists as recognisable, grouped by manufacturer name."""
+
+    groups: list[tuple[Manufacturer, list[CarModel]]]
+    from_classifier: bool
+
+    @property
+    def count(self) -> int:
+        return sum(len(models) for _, models in self.groups)
+
+
+def supported_models_for_page() -> SupportedModels:
+    """The car models the active classifier can recognise, grouped by manufacturer.
+
+    This is the one place the /supported-models/ page asks. It uses
+    ``classifier.selectors.registry.supported_car_models()`` (car models, or None when no
+    classifier is active) once the classifier app provides it; until then, or when it returns
+    None, every catalog model is listed and ``from_classifier`` is False.
+    """
+    car_models: Iterable[CarModel] | None = None
+    try:
+        from classifier.selectors.registry import supported_car_models
+    except ImportError:
+        supported_car_models = None
+    if supported_car_models is not None:
+        car_models = supported_car_models()
+    from_classifier = car_models is not None
+    if car_models is None:
+        car_models = car_model_list()
+    pks = [car_model.pk for car_model in car_models]
+    ordered = car_model_list().filter(pk__in=pks).order_by("manufacturer__name", "name", "-year")
+    groups: dict[int, tuple[Manufacturer, list[CarModel]]] = {}
+    for car_model in ordered:
+        groups.setdefault(car_model.manufacturer_id, (car_model.manufacturer, []))[1].append(car_model)
+    return SupportedModels(groups=list(groups.values()), from_classifier=from_classifier)

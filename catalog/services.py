@@ -232,3 +232,50 @@ def car_image_delete(image: CarImage) -> None:
     image.delete()
     # Delete the file only once the row is really gone.
     transaction.on_commit(lambda: storage.delete(name))
+
+
+def manufacturer_update(manufacturer: Manufacturer, *, name: str) -> Manufacturer:
+    """Rename a manufacturer (official spelling); its slug follows the name."""
+    manufacturer.name = official_make(name)
+    manufacturer.slug = make_slug(manufacturer.name)
+    manufacturer.full_clean()
+    manufacturer.save()
+    return manufacturer
+
+
+def manufacturer_delete(manufacturer: Manufacturer) -> None:
+    """Delete a manufacturer that has no car models; one with models is refused, never cascaded."""
+    if manufacturer.car_models.exists():
+        raise ValidationError(
+            f"{manufacturer.name} still has {manufacturer.car_models.count()} car models; delete or move them first."
+        )
+    manufacturer.delete()
+
+
+def car_model_rename(car_model: CarModel, *, name: str | None = None, year: int | None = None) -> CarModel:
+    """Change a car model's name or year; its label and slug follow."""
+    name = " ".join((name if name is not None else car_model.name).split())
+    year = int(year if year is not None else car_model.year)
+    label = CarName(make=car_model.manufacturer.name, model=name, year=year).label
+    car_model.name, car_model.year, car_model.label, car_model.slug = name, year, label, car_slug(label)
+    car_model.full_clean()
+    car_model.save()
+    return car_model
+
+
+def car_model_delete(car_model: CarModel) -> None:
+    """Delete a car model with its specification and images (files removed once committed).
+
+    A car model that classifier labels or visitor feedback point at is refused, and nothing is deleted.
+    """
+    from django.db.models import ProtectedError
+
+    with transaction.atomic():
+        for image in list(car_model.images.all()):
+            car_image_delete(image)
+        try:
+            car_model.delete()
+        except ProtectedError:
+            raise ValidationError(
+                f"{car_model.label} is used by the classifier or by visitor feedback and cannot be deleted."
+            ) from None
