@@ -185,7 +185,8 @@ def fit_temperature(logits: torch.Tensor, targets: torch.Tensor, max_iter: int =
     """
     if len(targets) == 0:
         return 1.0
-    logits = logits.detach().float()
+    # clone: logits may be inference-mode tensors, which autograd refuses to record
+    logits, targets = logits.detach().float().clone(), targets.detach().clone()
     log_t = torch.zeros(1, requires_grad=True)
     opt = torch.optim.LBFGS([log_t], lr=0.1, max_iter=max_iter, line_search_fn="strong_wolfe")
 
@@ -195,8 +196,9 @@ def fit_temperature(logits: torch.Tensor, targets: torch.Tensor, max_iter: int =
         loss.backward()
         return loss
 
-    opt.step(closure)
-    t = float(log_t.exp())
+    with torch.enable_grad():
+        opt.step(closure)
+    t = float(log_t.detach().exp())
     # keep away from degenerate extremes when val is tiny / perfectly separable
     return float(min(max(t, 0.05), 20.0))
 
