@@ -217,6 +217,11 @@ CARSITE_IMAGE_MIN_SIDE = env.int("CARSITE_IMAGE_MIN_SIDE", default=64)
 CARSITE_IMAGE_MAX_SIDE = env.int("CARSITE_IMAGE_MAX_SIDE", default=1600)
 CARSITE_NEAR_DUPLICATE_DISTANCE = env.int("CARSITE_NEAR_DUPLICATE_DISTANCE", default=6)
 
+# --- classifier runtime ---
+# Threads torch may use per worker process; keep workers x threads within the machine's cores.
+CARSITE_TORCH_THREADS = env.int("CARSITE_TORCH_THREADS", default=2)
+# --- end classifier runtime ---
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -225,3 +230,10 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+
+# --- classification ---
+# Most photos one API request may send as a batch (several multipart parts named "image").
+CARSITE_CLASSIFY_BATCH_LIMIT = env.int("CARSITE_CLASSIFY_BATCH_LIMIT", default=10)
+# Test-only: make every classification job sleep this long so worker-kill tests can catch it mid-task.
+CARSITE_CLASSIFY_TEST_DELAY_MS = env.int("CARSITE_CLASSIFY_TEST_DELAY_MS", default=0)
+# --- end classification ---

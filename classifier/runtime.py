@@ -1,0 +1,112 @@
+"""The models a worker process serves: loaded once, warmed up, swapped when another version is activated.
+
+``get_active_model(kind)`` costs one indexed query per call (the active version's id); the bundle is
+loaded and warmed up only when that id differs from what this process holds, so activating a new
+version takes effect on the next call in every worker without a restart.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+
+from classifier.models import ModelKind, ModelVersion
+from classifier.selectors.registry import active_model_version_id, model_version_label_map
+from classifier.services.registry import model_version_bundle_dir
+
+if TYPE_CHECKING:
+    from ml.predict import Predictor
+
+logger = logging.getLogger(__name__)
+
+
+class ModelLoadError(RuntimeError):
+    """The active model version's bundle cannot be loaded (missing or corrupt files)."""
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    version: ModelVersion
+    predictor: Predictor
+    car_model_ids: dict[str, int | None]
+    load_seconds: float = 0.0
+
+
+_lock = threading.Lock()
+_loaded: dict[str, LoadedModel] = {}
+
+
+def _load(version_id: int) -> LoadedModel:
+    from ml.predict import Predictor
+
+    version = ModelVersion.objects.get(pk=version_id)
+    started = time.perf_counter()
+    try:
+        predictor = Predictor.from_bundle(
+            model_version_bundle_dir(version), device="cpu", num_threads=settings.CARSITE_TORCH_THREADS
+        )
+        predictor.warmup()
+    except Exception as exc:  # any failure to read the bundle makes the model unusable; say which one
+        raise ModelLoadError(f"Cannot load {version} from {model_version_bundle_dir(version)}: {exc}") from exc
+    if predictor.version != version.version or predictor.kind != version.kind:
+        raise ModelLoadError(
+            f"The bundle at {model_version_bundle_dir(version)} is {predictor.kind} {predictor.version}, "
+            f"not the registered {version.kind} {version.version}."
+        )
+    loaded = LoadedModel(
+        version=version,
+        predictor=predictor,
+        car_model_ids=model_version_label_map(version),
+        load_seconds=time.perf_counter() - started,
+    )
+    logger.info("loaded %s in %.2fs", version, loaded.load_seconds)
+    return loaded
+
+
+def get_active_model(kind: str) -> LoadedModel | None:
+    """The active model of ``kind``, loaded and warmed up; None when no version of that kind is active.
+
+    Raises ModelLoadError when the active version's bundle cannot be loaded.
+    """
+    active_id = active_model_version_id(kind)
+    if active_id is None:
+        return None
+    current = _loaded.get(kind)
+    if current is not None and current.version.pk == active_id:
+        return current
+    with _lock:
+        # Another thread may have loaded it while this one waited for the lock.
+        current = _loaded.get(kind)
+        if current is not None and current.version.pk == active_id:
+            return current
+        loaded = _load(active_id)
+        _loaded[kind] = loaded
+        return loaded
+
+
+def warm_up_active_models() -> dict[str, LoadedModel | None]:
+    """Load every active model now, so the first request does not pay for it. Never raises."""
+    result: dict[str, LoadedModel | None] = {}
+    for kind in ModelKind.values:
+        try:
+            result[kind] = get_active_model(kind)
+        except Exception:
+            logger.exception("could not warm up the active %s model", kind)
+            result[kind] = None
+    return result
+
+
+def loaded_models() -> dict[str, LoadedModel]:
+    """What this process currently holds (for diagnostics and tests)."""
+    return dict(_loaded)
+
+
+def clear_loaded_models() -> None:
+    with _lock:
+        _loaded.clear()
+

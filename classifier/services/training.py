@@ -1,0 +1,469 @@
+"""Training and evaluating models on the catalog's images, with the plain-PyTorch ``ml`` package.
+
+The catalog is turned into a manifest whose image names are content hashes (symlinks to the stored
+files), so the same images always give the same manifest order, split and training run whatever
+the storage names: training is deterministic for a given seed, and its result can be cached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from django.db.models import QuerySet
+
+from catalog.models import CarImage, ImageView
+from classifier.models import ModelKind, ModelVersion
+from classifier.services.registry import (
+    RegistryError,
+    model_version_activate,
+    model_version_bundle_dir,
+    model_version_register,
+    models_dir,
+)
+
+logger = logging.getLogger(__name__)
+
+LABEL_LEVELS = ("model", "model-year")
+GATE_LABELS = ("exterior", "interior", "other")
+
+
+class TrainingError(Exception):
+    """Training cannot start or finish (too little data, bad options); the message says what to do."""
+
+
+@dataclass
+class TrainingOptions:
+    """What to train on and how; every field has a sensible default for a real run."""
+
+    arch: str = "efficientnet_lite0"
+    years: list[int] | None = None
+    label_level: str = "model"
+    min_images_per_class: int = 5
+    epochs_head: int = 5
+    epochs_finetune: int = 10
+    batch_size: int = 32
+    crop_size: int | None = None
+    lr_head: float = 3e-3
+    lr_finetune: float = 3e-4
+    weight_decay: float = 1e-4
+    label_smoothing: float = 0.1
+    auto_augment: str | None = "trivialaugment"
+    patience: int = 5
+    seed: int = 0
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    dedup_distance: int = 6
+    max_steps_per_epoch: int | None = None
+    weights: str | None = "imagenet"
+    image_ids: list[int] | None = None  # restrict training to these catalog images
+
+    def __post_init__(self) -> None:
+        if self.label_level not in LABEL_LEVELS:
+            raise TrainingError(f"label level must be one of {', '.join(LABEL_LEVELS)}, not {self.label_level!r}")
+        if self.min_images_per_class < 1:
+            raise TrainingError("the minimum number of images per class must be at least 1")
+        if self.epochs_head < 0 or self.epochs_finetune < 0 or self.epochs_head + self.epochs_finetune == 0:
+            raise TrainingError("train for at least one epoch")
+        if not (self.val_fraction >= 0 and self.test_fraction >= 0 and self.val_fraction + self.test_fraction < 1):
+            raise TrainingError("validation and test fractions must be ≥ 0 and add up to less than 1")
+        from ml.models import ARCHITECTURES
+
+        if self.arch not in ARCHITECTURES:
+            raise TrainingError(f"unknown architecture {self.arch!r}; choose from {', '.join(ARCHITECTURES)}")
+
+    def train_config(self) -> Any:  # -> ml.train.TrainConfig
+        from ml.train import TrainConfig
+
+        return TrainConfig(
+            arch=self.arch,
+            weights=self.weights,
+            epochs_head=self.epochs_head,
+            epochs_finetune=self.epochs_finetune,
+            lr_head=self.lr_head,
+            lr_finetune=self.lr_finetune,
+            weight_decay=self.weight_decay,
+            label_smoothing=self.label_smoothing,
+            batch_size=self.batch_size,
+            crop_size=self.crop_size,
+            auto_augment=self.auto_augment,
+            patience=self.patience,
+            seed=self.seed,
+            device="cpu",
+            max_steps_per_epoch=self.max_steps_per_epoch,
+        )
+
+    def fingerprint_fields(self) -> dict[str, Any]:
+        """Everything that changes the trained weights except which images (hashed separately)."""
+        return {k: v for k, v in asdict(self).items() if k not in ("image_ids", "years", "min_images_per_class")}
+
+
+@dataclass
+class TrainingSet:
+    records: list[Any]  # ml.data.ManifestRecord, grouped by near-duplicates
+    labels: list[str]
+    counts: dict[str, int]
+    dropped: dict[str, int]
+    manifest_path: Path
+    content_hash: str
+
+
+@dataclass
+class TrainingOutcome:
+    model_version: ModelVersion
+    training_set: TrainingSet
+    metrics: dict[str, Any] = field(default_factory=dict)
+    reused_cached_bundle: bool = False
+
+
+# ---------------------------------------------------------------- catalog -> manifest
+
+
+def car_image_label(image: CarImage, label_level: str) -> str:
+    if label_level == "model-year":
+        return image.car_model.label
+    return f"{image.car_model.manufacturer.name} {image.car_model.name}"
+
+
+def _link_image(image: CarImage, target: Path) -> None:
+    if target.exists() or target.is_symlink():
+        return
+    try:
+        os.symlink(image.image.path, target)
+    except (NotImplementedError, OSError):
+        # Storage without local paths (or no symlinks): copy the bytes instead.
+        with image.image.open("rb") as handle:
+            target.write_bytes(handle.read())
+
+
+def build_training_set(
+    images: Iterable[CarImage],
+    label_of: Callable[[CarImage], str],
+    *,
+    dataset_dir: Path,
+    min_images_per_class: int,
+    dedup_distance: int,
+) -> TrainingSet:
+    """Manifest of ``images`` under ``dataset_dir``: classes under the minimum are dropped and reported."""
+    from ml.data import ManifestRecord, group_near_duplicates, write_manifest
+
+    labelled = sorted({(image.sha256, label_of(image)): image for image in images}.items())
+    counts = Counter(label for (_, label), _ in labelled)
+    dropped = {label: n for label, n in sorted(counts.items()) if n < min_images_per_class}
+    kept = [(sha, label, image) for (sha, label), image in labelled if label not in dropped]
+    images_dir = dataset_dir / "images"
+    images_dir.mkdir(parents=True, exist_ok=True)
+    records, hashes, seen = [], [], Counter()
+    for sha, label, image in kept:
+        seen[sha] += 1
+        path = images_dir / f"{sha}-{seen[sha]}.jpg"
+        _link_image(image, path)
+        records.append(ManifestRecord(path, label))
+        hashes.append(int(image.phash, 16) if image.phash else None)
+    if records:
+        # Near-duplicates (the same press photo in several galleries) must stay on one side of the split.
+        records = group_near_duplicates(
+            records, max_distance=dedup_distance, hashes=None if None in hashes else hashes
+        )
+    manifest_path = dataset_dir / "manifest.csv"
+    write_manifest(records, manifest_path)
+    content = hashlib.sha256(json.dumps([(sha, label) for sha, label, _ in kept]).encode()).hexdigest()
+    return TrainingSet(
+        records=records,
+        labels=sorted({label for _, label, _ in kept}),
+        counts={label: n for label, n in sorted(counts.items()) if label not in dropped},
+        dropped=dropped,
+        manifest_path=manifest_path,
+        content_hash=content,
+    )
+
+
+def classifier_training_images(options: TrainingOptions) -> QuerySet[CarImage]:
+    """The catalog's exterior images the classifier learns from."""
+    queryset = CarImage.objects.filter(view=ImageView.EXTERIOR).select_related("car_model__manufacturer")
+    if options.years:
+        queryset = queryset.filter(car_model__year__in=options.years)
+    if options.image_ids is not None:
+        queryset = queryset.filter(pk__in=options.image_ids)
+    return queryset
+
+
+def _fingerprint(training_set: TrainingSet, kind: str, options: TrainingOptions) -> str:
+    payload = json.dumps(
+        {"kind": kind, "images": training_set.content_hash, "options": options.fingerprint_fields()},
+        sort_keys=True,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:24]
+
+
+# ---------------------------------------------------------------- training
+
+
+def _cached_bundle(path: Path) -> bool:
+    from ml.bundle import BundleIntegrityError, load_bundle
+
+    try:
+        load_bundle(path)
+    except (FileNotFoundError, BundleIntegrityError):
+        return False
+    return True
+
+
+def _fit(
+    training_set: TrainingSet,
+    options: TrainingOptions,
+    *,
+    kind: str,
+    labels: list[str],
+    output: Path,
+    progress: bool,
+) -> dict[str, Any]:
+    from ml.data import split_grouped
+    from ml.models import PretrainedWeightsUnavailable
+    from ml.train import fit_bundle
+
+    split = split_grouped(training_set.records, options.val_fraction, options.test_fraction, options.seed)
+    if not split.train:
+        raise TrainingError("the split left no training images; add images or lower the validation/test share")
+    work_dir = output.parent / f".{output.name}-work-{uuid.uuid4().hex[:8]}"
+    staging = output.parent / f".{output.name}-{uuid.uuid4().hex[:8]}"
+    try:
+        _, _, metrics = fit_bundle(
+            options.train_config(), split, staging, kind=kind, labels=labels, work_dir=work_dir, progress=progress
+        )
+        if output.exists():
+            shutil.rmtree(output)
+        staging.rename(output)  # the cache only ever holds complete bundles
+    except PretrainedWeightsUnavailable as exc:
+        raise TrainingError(str(exc)) from exc
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)
+    return metrics
+
+
+def _train_and_register(
+    training_set: TrainingSet,
+    options: TrainingOptions,
+    *,
+    kind: str,
+    labels: list[str],
+    activate: bool,
+    progress: bool,
+    notes: str,
+) -> TrainingOutcome:
+    fingerprint = _fingerprint(training_set, kind, options)
+    output = models_dir() / "trained" / kind / fingerprint
+    output.parent.mkdir(parents=True, exist_ok=True)
+    reused = _cached_bundle(output)
+    if reused:
+        logger.info("reusing the bundle trained earlier on the same images and options: %s", output)
+    else:
+        _fit(training_set, options, kind=kind, labels=labels, output=output, progress=progress)
+    try:
+        model_version = model_version_register(output, notes=notes)
+        if activate:
+            model_version = model_version_activate(model_version)
+    except RegistryError as exc:
+        raise TrainingError(str(exc)) from exc
+    return TrainingOutcome(model_version, training_set, dict(model_version.metrics), reused)
+
+
+def classifier_train(
+    options: TrainingOptions, *, activate: bool = False, progress: bool = False, notes: str = ""
+) -> TrainingOutcome:
+    """Train a car model classifier on the catalog's exterior images and register it (optionally activate).
+
+    Labels are 'Make Model' (label level "model") or catalog labels (level "model-year"). A run on the
+    same images with the same options reuses the bundle trained before instead of training again.
+    """
+    images = list(classifier_training_images(options))
+    dataset_dir = models_dir() / "datasets" / f"classifier-{uuid.uuid4().hex[:12]}"
+    training_set = build_training_set(
+        images,
+        lambda image: car_image_label(image, options.label_level),
+        dataset_dir=dataset_dir,
+        min_images_per_class=options.min_images_per_class,
+        dedup_distance=options.dedup_distance,
+    )
+    training_set = _settle_dataset_dir(training_set, "classifier")
+    if len(training_set.labels) < 2:
+        raise TrainingError(
+            f"Need at least 2 classes with {options.min_images_per_class}+ exterior images; found "
+            f"{len(training_set.labels)} ({len(images)} exterior images"
+            + (f", dropped: {_describe(training_set.dropped)}" if training_set.dropped else "")
+            + "). Import photos (import_photos) and label their views (label_views) first."
+        )
+    default_notes = f"{len(training_set.labels)} classes ({options.label_level}), {len(training_set.records)} images"
+    if training_set.dropped:
+        default_notes += f"; dropped under {options.min_images_per_class} images: {_describe(training_set.dropped)}"
+    return _train_and_register(
+        training_set,
+        options,
+        kind=ModelKind.CLASSIFIER,
+        labels=training_set.labels,
+        activate=activate,
+        progress=progress,
+        notes=notes or default_notes,
+    )
+
+
+def gate_train(
+    options: TrainingOptions, *, activate: bool = False, progress: bool = False, notes: str = ""
+) -> TrainingOutcome:
+    """Train the 3-class gate (exterior / interior / other) on catalog images whose view is known."""
+    queryset = CarImage.objects.filter(view__in=GATE_LABELS).select_related("car_model__manufacturer")
+    if options.image_ids is not None:
+        queryset = queryset.filter(pk__in=options.image_ids)
+    dataset_dir = models_dir() / "datasets" / f"gate-{uuid.uuid4().hex[:12]}"
+    training_set = build_training_set(
+        list(queryset),
+        lambda image: image.view,
+        dataset_dir=dataset_dir,
+        min_images_per_class=options.min_images_per_class,
+        dedup_distance=options.dedup_distance,
+    )
+    training_set = _settle_dataset_dir(training_set, "gate")
+    missing = [label for label in GATE_LABELS if label not in training_set.labels]
+    if missing:
+        raise TrainingError(
+            f"The gate needs {options.min_images_per_class}+ images of every view; too few for: "
+            f"{', '.join(missing)} (have {_describe(training_set.counts) or 'none'}). "
+            "Use `train_gate --zero-shot` until then."
+        )
+    return _train_and_register(
+        training_set,
+        options,
+        kind=ModelKind.GATE,
+        labels=list(GATE_LABELS),
+        activate=activate,
+        progress=progress,
+        notes=notes or f"trained gate on {_describe(training_set.counts)}",
+    )
+
+
+def _settle_dataset_dir(training_set: TrainingSet, prefix: str) -> TrainingSet:
+    """Move the freshly written dataset to a folder named by its content, so identical sets share it."""
+    current = training_set.manifest_path.parent
+    final = current.parent / f"{prefix}-{training_set.content_hash[:16]}"
+    # Replace any earlier copy: its links may point at files that have moved since.
+    shutil.rmtree(final, ignore_errors=True)
+    current.rename(final)
+    from ml.data import ManifestRecord
+
+    records = [ManifestRecord(final / r.path.relative_to(current), r.label, r.group) for r in training_set.records]
+    return TrainingSet(
+        records=records,
+        labels=training_set.labels,
+        counts=training_set.counts,
+        dropped=training_set.dropped,
+        manifest_path=final / "manifest.csv",
+        content_hash=training_set.content_hash,
+    )
+
+
+def _describe(counts: dict[str, int]) -> str:
+    return ", ".join(f"{label} ({n})" for label, n in counts.items())
+
+
+def gate_build_zero_shot(*, arch: str = "efficientnet_lite0", activate: bool = False) -> ModelVersion:
+    """Build the zero-shot gate from the offline ImageNet weights and register it (optionally activate)."""
+    from ml.gate import build_zero_shot_gate
+    from ml.models import PretrainedWeightsUnavailable
+
+    work = models_dir() / "trained" / "gate" / f".zero-shot-{uuid.uuid4().hex[:8]}"
+    try:
+        build_zero_shot_gate(work, arch=arch)
+        model_version = model_version_register(work, notes=f"zero-shot gate from ImageNet classes ({arch})")
+    except PretrainedWeightsUnavailable as exc:
+        raise TrainingError(str(exc)) from exc
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return model_version_activate(model_version) if activate else model_version
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+@dataclass
+class EvaluationOutcome:
+    metrics: dict[str, Any]
+    report_dir: Path
+    evaluated: int
+    skipped: dict[str, int]
+
+    @property
+    def report_markdown(self) -> str:
+        path = self.report_dir / "report.md"
+        return path.read_text(encoding="utf-8") if path.is_file() else ""
+
+
+def model_version_evaluate(
+    model_version: ModelVersion, *, manifest: Path | None = None, out_dir: Path | None = None
+) -> EvaluationOutcome:
+    """Score a registered version on a manifest (default: its own held-out test split) and write a report.
+
+    Records whose label the model does not know, or whose file is gone, are skipped and counted.
+    """
+    from ml.bundle import load_bundle
+    from ml.data import read_manifest
+
+    bundle_dir = model_version_bundle_dir(model_version)
+    bundle = load_bundle(bundle_dir)
+    if manifest is not None:
+        try:
+            records = read_manifest(manifest)
+        except (OSError, KeyError, UnicodeDecodeError) as exc:
+            raise TrainingError(f"Cannot read the manifest {manifest}: {exc}") from exc
+    else:
+        split = bundle.split()
+        records = (split.test or split.val) if split else []
+        if not records:
+            raise TrainingError(f"{model_version} has no held-out split in its bundle; pass --manifest")
+    known = set(bundle.labels)
+    skipped: Counter = Counter()
+    usable = []
+    for record in records:
+        if record.label not in known:
+            skipped[f"unknown label {record.label!r}"] += 1
+        elif not Path(record.path).is_file():
+            skipped["file missing"] += 1
+        else:
+            usable.append(record)
+    if not usable:
+        raise TrainingError(f"Nothing to evaluate: {dict(skipped) or 'no records'}")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    report_dir = out_dir or models_dir() / "evaluations" / f"{model_version.kind}-{model_version.version}-{stamp}"
+    report_dir.mkdir(parents=True, exist_ok=True)
+    if bundle.mode == "softmax":
+        from ml.evaluate import evaluate_bundle
+
+        metrics = evaluate_bundle(bundle_dir, usable, report_dir)
+    else:
+        metrics = _evaluate_with_predictor(bundle_dir, usable, bundle.labels, report_dir)
+    return EvaluationOutcome(metrics=metrics, report_dir=report_dir, evaluated=len(usable), skipped=dict(skipped))
+
+
+def _evaluate_with_predictor(bundle_dir: Path, records: list[Any], labels: list[str], report_dir: Path) -> dict:
+    """Scores for bundles whose outputs are not the labels (the zero-shot gate's ImageNet groups)."""
+    import torch
+
+    from ml.evaluate import evaluate_predictions
+    from ml.predict import Predictor
+
+    predictor = Predictor.from_bundle(bundle_dir, device="cpu")
+    probabilities = torch.cat(
+        [predictor.probabilities([r.path for r in records[i : i + 32]]) for i in range(0, len(records), 32)]
+    )
+    targets = torch.tensor([labels.index(r.label) for r in records])
+    return evaluate_predictions(probabilities.clamp_min(1e-12).log(), targets, labels, report_dir)
