@@ -1,5 +1,131 @@
+"""Classification REST API: upload photos (anyone, throttled) and read the results.
+
+``POST /api/v1/classifications/`` takes one or more multipart parts named ``image`` and answers
+``202 Accepted``: for one photo, the job with a ``Location`` header; for several (a batch, up to
+``CARSITE_CLASSIFY_BATCH_LIMIT``), ``{"results": [job, …]}`` in upload order with the ``Location``
+of the first. A batch is all or nothing: one bad photo rejects it and nothing is stored. Errors
+are ``{"error": {"code", "message"}}``.
+"""
+
+from typing import Any
+
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import exceptions, mixins, serializers, status, viewsets
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
 from rest_framework.routers import DefaultRouter
+from rest_framework.throttling import SimpleRateThrottle
+
+from catalog.imaging import ImageRejected
+from classifier.selectors.classifications import classification_queryset
+from classifier.serializers import ClassificationSerializer, UploadRequestSerializer
+from classifier.services.classification import Upload, batch_limit, classification_create_batch, upload_read
+
+ErrorSerializer = inline_serializer(
+    "ClassificationError",
+    {
+        "error": inline_serializer(
+            "ClassificationErrorBody", {"code": serializers.CharField(), "message": serializers.CharField()}
+        )
+    },
+)
+BatchSerializer = inline_serializer("ClassificationBatch", {"results": ClassificationSerializer(many=True)})
+
+
+class ClassifyRateThrottle(SimpleRateThrottle):
+    """Uploads per client: anonymous callers by IP (scope classify_anon), token users by account (classify_user)."""
+
+    def get_cache_key(self, request: Request, view: Any) -> str:
+        if request.user and request.user.is_authenticated:
+            self.scope, ident = "classify_user", f"user-{request.user.pk}"
+        else:
+            self.scope, ident = "classify_anon", f"ip-{self.get_ident(request)}"
+        self.rate = self.get_rate()
+        self.num_requests, self.duration = self.parse_rate(self.rate)
+        return self.cache_format % {"scope": self.scope, "ident": ident}
+
+    def get_rate(self) -> str | None:
+        return self.THROTTLE_RATES.get(getattr(self, "scope", None) or "classify_anon")
+
+
+def _error(code: str, message: str, http_status: int) -> Response:
+    return Response({"error": {"code": code, "message": message}}, status=http_status)
+
+
+class ClassificationViewSet(mixins.CreateModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    queryset = classification_queryset()
+    serializer_class = ClassificationSerializer
+    permission_classes = [AllowAny]
+    parser_classes = [MultiPartParser, FormParser]
+    # Listing is left out on purpose: jobs are private to whoever holds their UUID.
+
+    def get_throttles(self) -> list:
+        return [ClassifyRateThrottle()] if self.action == "create" else []
+
+    def handle_exception(self, exc: Exception) -> Response:
+        """Every error in the same shape as rejected images: {"error": {"code", "message"}}."""
+        response = super().handle_exception(exc)
+        if isinstance(exc, exceptions.APIException) and response is not None:
+            detail = exc.detail if isinstance(exc.detail, str) else response.data
+            message = str(detail.get("detail", detail)) if isinstance(detail, dict) else str(detail)
+            code = exc.get_codes() if isinstance(exc.get_codes(), str) else exc.default_code
+            response.data = {"error": {"code": code, "message": message}}
+        return response
+
+    @extend_schema(
+        summary="Classify one or more photos",
+        description=__doc__,
+        request={"multipart/form-data": UploadRequestSerializer},
+        responses={
+            202: OpenApiResponse(
+                ClassificationSerializer,
+                description="Queued. One photo: the job. Several: {'results': [...]} (see ClassificationBatch). "
+                "The Location header points at the (first) job.",
+            ),
+            400: OpenApiResponse(ErrorSerializer, description="Not an acceptable image; nothing was stored."),
+            429: OpenApiResponse(ErrorSerializer, description="Too many uploads from this client; retry later."),
+        },
+        examples=[
+            OpenApiExample(
+                "Rejected",
+                value={"error": {"code": "not_an_image", "message": "The file is not an image we can read."}},
+                response_only=True,
+                status_codes=["400"],
+            )
+        ],
+    )
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        files = request.FILES.getlist("image")
+        if not files:
+            return _error("missing_image", "Send the photo as a multipart part named 'image'.", 400)
+        if len(files) > batch_limit():
+            return _error(
+                "too_many_images",
+                f"{len(files)} images were sent; at most {batch_limit()} can be classified in one request.",
+                400,
+            )
+        session_key = request.session.session_key or "" if hasattr(request, "session") else ""
+        try:
+            uploads: list[Upload] = [upload_read(file) for file in files]
+            created = classification_create_batch(uploads, session_key=session_key, user=request.user)
+        except ImageRejected as exc:
+            return _error(exc.code, str(exc), 400)
+        context = self.get_serializer_context()
+        jobs = ClassificationSerializer(
+            [classification_queryset().get(pk=c.pk) for c in created], many=True, context=context
+        ).data
+        body: Any = jobs[0] if len(files) == 1 else {"results": jobs}
+        return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": jobs[0]["url"]})
+
+    @extend_schema(
+        summary="A classification job: its status and, once done, the result",
+        responses={200: ClassificationSerializer, 404: OpenApiResponse(ErrorSerializer)},
+    )
+    def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().retrieve(request, *args, **kwargs)
 
 
 def register(router: DefaultRouter) -> None:
-    """Classification API routes — filled in by the classification work."""
+    router.register("classifications", ClassificationViewSet, basename="classification")

@@ -1,0 +1,200 @@
+"""Reads of classification jobs, shaped for the result page, the API and the admin."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from itertools import groupby
+from typing import Any
+
+from django.db.models import Prefetch, QuerySet
+
+from catalog.models import CarImage, CarModel, ImageView, Specification
+from classifier.models import (
+    Classification,
+    ClassificationPrediction,
+    ClassificationStatus,
+    Feedback,
+    GateVerdict,
+    ModelKind,
+    ModelVersion,
+)
+
+GALLERY_LIMIT = 8
+
+# What the visitor is told, one key per outcome; templates and the API share these keys.
+OUTCOME_PENDING = "pending"
+OUTCOME_FAILED = "failed"
+OUTCOME_MATCH = "match"
+OUTCOME_ABSTAINED = "abstained"
+OUTCOME_INTERIOR = "interior"
+OUTCOME_NOT_A_CAR = "not_a_car"
+OUTCOME_NO_CLASSIFIER = "no_classifier"
+
+# Spec rows shown on the result page and in the API, in display order: (field, label, unit).
+SPEC_ROWS: tuple[tuple[str, str, str], ...] = (
+    ("engine_description", "Engine", ""),
+    ("engine_type", "Fuel", ""),
+    ("displacement_l", "Displacement", "L"),
+    ("cylinders", "Cylinders", ""),
+    ("horsepower", "Horsepower", "hp"),
+    ("torque_lb_ft", "Torque", "lb-ft"),
+    ("drivetrain", "Drivetrain", ""),
+    ("transmission", "Transmission", ""),
+    ("mpg_city", "City economy", "mpg"),
+    ("mpg_highway", "Highway economy", "mpg"),
+    ("electric_range_mi", "Electric range", "mi"),
+    ("seats", "Seats", ""),
+    ("doors", "Doors", ""),
+    ("front_wheel_size_in", "Wheel size", "in"),
+    ("length_in", "Length", "in"),
+    ("width_in", "Width", "in"),
+    ("height_in", "Height", "in"),
+    ("epa_class", "EPA class", ""),
+)
+
+
+def classification_queryset() -> QuerySet[Classification]:
+    return Classification.objects.select_related(
+        "predicted_car_model__manufacturer", "gate_version", "classifier_version"
+    ).prefetch_related(
+        Prefetch(
+            "predictions",
+            queryset=ClassificationPrediction.objects.select_related("car_model__manufacturer").order_by("rank"),
+        )
+    )
+
+
+def classification_get(classification_id: uuid.UUID | str) -> Classification:
+    """The job with its predictions; raises Classification.DoesNotExist."""
+    return classification_queryset().get(pk=classification_id)
+
+
+def classifications_for_session(session_key: str, *, limit: int = 12) -> list[Classification]:
+    if not session_key:
+        return []
+    return list(
+        Classification.objects.filter(session_key=session_key)
+        .select_related("predicted_car_model")
+        .order_by("-created_at")[:limit]
+    )
+
+
+def classifier_available() -> bool:
+    """True when a classifier is active, so the upload page can warn before anyone uploads."""
+    return ModelVersion.objects.filter(kind=ModelKind.CLASSIFIER, is_active=True).exists()
+
+
+@dataclass(frozen=True)
+class SpecRow:
+    name: str
+    label: str
+    value: Any
+    unit: str
+
+    @property
+    def display(self) -> str:
+        text = str(self.value)
+        return f"{text} {self.unit}" if self.unit else text
+
+
+def spec_rows(spec: Specification | None) -> list[SpecRow]:
+    """The filled-in specifications, in display order, with choice fields shown by their label."""
+    if spec is None:
+        return []
+    rows: list[SpecRow] = []
+    for name, label, unit in SPEC_ROWS:
+        value = getattr(spec, name)
+        if value in (None, ""):
+            continue
+        display_method = getattr(spec, f"get_{name}_display", None)
+        if display_method is not None:
+            value = display_method()
+        if name == "horsepower" and spec.horsepower_approximate:
+            value = f"≈{value}"
+        rows.append(SpecRow(name=name, label=label, value=value, unit=unit))
+    return rows
+
+
+def car_model_summary(car_model: CarModel) -> dict[str, Any]:
+    """The facts the result page and the API show about a matched car model."""
+    spec = Specification.objects.filter(car_model=car_model).first()
+    return {
+        "id": car_model.pk,
+        "label": car_model.label,
+        "make": car_model.manufacturer.name,
+        "model": car_model.name,
+        "year": car_model.year,
+        "slug": car_model.slug,
+        "body_style": car_model.get_body_style_display() if car_model.body_style else "",
+        "msrp_usd": car_model.msrp_usd,
+        "specs": {row.name: row.value for row in spec_rows(spec)},
+        "spec_rows": spec_rows(spec),
+    }
+
+
+@dataclass
+class ClassificationResult:
+    """Everything a visitor sees about one job."""
+
+    classification: Classification
+    outcome: str
+    gate_unavailable: bool = False
+    best: ClassificationPrediction | None = None
+    alternatives: list[ClassificationPrediction] = field(default_factory=list)
+    car_model: CarModel | None = None
+    summary: dict[str, Any] | None = None
+    exterior_gallery: list[CarImage] = field(default_factory=list)
+    interior_gallery: list[CarImage] = field(default_factory=list)
+    feedback: Feedback | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.outcome != OUTCOME_PENDING
+
+
+def classification_outcome(classification: Classification) -> str:
+    if classification.status in (ClassificationStatus.QUEUED, ClassificationStatus.RUNNING):
+        return OUTCOME_PENDING
+    if classification.status == ClassificationStatus.FAILED:
+        return OUTCOME_FAILED
+    if classification.gate_verdict == GateVerdict.INTERIOR:
+        return OUTCOME_INTERIOR
+    if classification.gate_verdict == GateVerdict.OTHER:
+        return OUTCOME_NOT_A_CAR
+    if classification.classifier_version_id is None:
+        return OUTCOME_NO_CLASSIFIER
+    if classification.abstained:
+        return OUTCOME_ABSTAINED
+    return OUTCOME_MATCH
+
+
+def classification_result(classification: Classification, *, with_galleries: bool = True) -> ClassificationResult:
+    outcome = classification_outcome(classification)
+    predictions = list(classification.predictions.all())
+    result = ClassificationResult(
+        classification=classification,
+        outcome=outcome,
+        gate_unavailable=classification.status == ClassificationStatus.DONE and not classification.gate_verdict,
+        best=predictions[0] if predictions else None,
+        alternatives=predictions[1:],
+        feedback=Feedback.objects.filter(classification=classification).select_related("car_model").first(),
+    )
+    if outcome == OUTCOME_MATCH and result.best is not None and result.best.car_model_id is not None:
+        car_model = CarModel.objects.select_related("manufacturer").get(pk=result.best.car_model_id)
+        result.car_model = car_model
+        result.summary = car_model_summary(car_model)
+        if with_galleries:
+            images = CarImage.objects.filter(car_model=car_model).order_by("id")
+            result.exterior_gallery = list(images.filter(view=ImageView.EXTERIOR)[:GALLERY_LIMIT])
+            result.interior_gallery = list(images.filter(view=ImageView.INTERIOR)[:GALLERY_LIMIT])
+    return result
+
+
+def car_model_choices_by_make() -> list[tuple[str, list[tuple[int, str]]]]:
+    """Every catalog car model grouped by make, for the 'which car is it really?' select."""
+    rows = CarModel.objects.select_related("manufacturer").order_by("manufacturer__name", "name", "-year")
+    return [
+        (make, [(car_model.pk, f"{car_model.name} ({car_model.year})") for car_model in models])
+        for make, models in groupby(rows, key=lambda car_model: car_model.manufacturer.name)
+    ]

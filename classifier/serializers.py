@@ -1,0 +1,157 @@
+"""Shapes of the classification API: what a job looks like, queued or finished."""
+
+from typing import Any
+
+from django.urls import reverse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from classifier.models import Classification
+from classifier.selectors import classifications as selectors
+
+
+class UploadRequestSerializer(serializers.Serializer):
+    """Documentation of the multipart request: one or more parts named ``image``."""
+
+    image = serializers.ListField(
+        child=serializers.FileField(),
+        help_text="The photo (JPEG, PNG or WebP). Repeat the part to classify several photos in one request.",
+    )
+
+
+class PredictionSerializer(serializers.Serializer):
+    rank = serializers.IntegerField()
+    label = serializers.CharField()
+    probability = serializers.FloatField()
+    car_model_id = serializers.IntegerField(allow_null=True)
+    car_model_slug = serializers.SerializerMethodField()
+
+    def get_car_model_slug(self, prediction: Any) -> str | None:
+        return prediction.car_model.slug if prediction.car_model_id else None
+
+
+class SpecRowSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    label = serializers.CharField()
+    value = serializers.CharField()
+    unit = serializers.CharField()
+
+
+class CarModelSummarySerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    label = serializers.CharField()
+    make = serializers.CharField()
+    model = serializers.CharField()
+    year = serializers.IntegerField()
+    slug = serializers.CharField()
+    body_style = serializers.CharField()
+    msrp_usd = serializers.IntegerField(allow_null=True)
+    spec_rows = SpecRowSerializer(many=True)
+
+
+class MakeProbabilitySerializer(serializers.Serializer):
+    make = serializers.CharField()
+    probability = serializers.FloatField()
+
+
+class ResultSerializer(serializers.Serializer):
+    outcome = serializers.ChoiceField(
+        choices=[
+            selectors.OUTCOME_MATCH,
+            selectors.OUTCOME_ABSTAINED,
+            selectors.OUTCOME_INTERIOR,
+            selectors.OUTCOME_NOT_A_CAR,
+            selectors.OUTCOME_NO_CLASSIFIER,
+            selectors.OUTCOME_FAILED,
+        ]
+    )
+    gate_verdict = serializers.CharField(allow_blank=True)
+    gate_confidence = serializers.FloatField(allow_null=True)
+    gate_unavailable = serializers.BooleanField()
+    abstained = serializers.BooleanField()
+    confidence = serializers.FloatField(allow_null=True)
+    car_model = CarModelSummarySerializer(allow_null=True)
+    predictions = PredictionSerializer(many=True)
+    likely_makes = MakeProbabilitySerializer(many=True)
+    gate_version = serializers.CharField(allow_null=True)
+    classifier_version = serializers.CharField(allow_null=True)
+
+
+class TimingsSerializer(serializers.Serializer):
+    queue_wait_ms = serializers.FloatField(allow_null=True)
+    decode_ms = serializers.FloatField(allow_null=True)
+    gate_ms = serializers.FloatField(allow_null=True)
+    classifier_ms = serializers.FloatField(allow_null=True)
+    total_ms = serializers.FloatField(allow_null=True)
+
+
+class ClassificationSerializer(serializers.ModelSerializer):
+    url = serializers.SerializerMethodField()
+    page_url = serializers.SerializerMethodField()
+    image_url = serializers.SerializerMethodField()
+    timings = serializers.SerializerMethodField()
+    result = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Classification
+        fields = [
+            "id",
+            "status",
+            "url",
+            "page_url",
+            "image_url",
+            "original_filename",
+            "width",
+            "height",
+            "attempts",
+            "error",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "timings",
+            "result",
+        ]
+        read_only_fields = fields
+
+    def _absolute(self, path: str) -> str:
+        request = self.context.get("request")
+        return request.build_absolute_uri(path) if request is not None else path
+
+    @extend_schema_field(OpenApiTypes.URI)
+    def get_url(self, obj: Classification) -> str:
+        return self._absolute(reverse("classification-detail", kwargs={"pk": obj.pk}))
+
+    @extend_schema_field(OpenApiTypes.URI)
+    def get_page_url(self, obj: Classification) -> str:
+        return self._absolute(reverse("classifier:result", kwargs={"pk": obj.pk}))
+
+    @extend_schema_field(OpenApiTypes.URI)
+    def get_image_url(self, obj: Classification) -> str | None:
+        return self._absolute(obj.image.url) if obj.image else None
+
+    @extend_schema_field(TimingsSerializer)
+    def get_timings(self, obj: Classification) -> dict[str, float | None]:
+        return {name: getattr(obj, name) for name in TimingsSerializer().fields}
+
+    @extend_schema_field(ResultSerializer(allow_null=True))
+    def get_result(self, obj: Classification) -> dict[str, Any] | None:
+        result = selectors.classification_result(obj, with_galleries=False)
+        if not result.finished:
+            return None
+        summary = None
+        if result.summary is not None:
+            summary = {**result.summary, "spec_rows": SpecRowSerializer(result.summary["spec_rows"], many=True).data}
+        return {
+            "outcome": result.outcome,
+            "gate_verdict": obj.gate_verdict,
+            "gate_confidence": obj.gate_confidence,
+            "gate_unavailable": result.gate_unavailable,
+            "abstained": obj.abstained,
+            "confidence": obj.confidence,
+            "car_model": summary,
+            "predictions": PredictionSerializer(obj.predictions.all(), many=True).data,
+            "likely_makes": obj.make_fallback or [],
+            "gate_version": obj.gate_version.version if obj.gate_version_id else None,
+            "classifier_version": obj.classifier_version.version if obj.classifier_version_id else None,
+        }

@@ -1,0 +1,49 @@
+// Result page: while the job is queued or running, poll the API and swap in the finished result.
+(function () {
+  "use strict";
+  var panel = document.getElementById("result-panel");
+  if (!panel) return;
+
+  function bindFilter(root) {
+    root.querySelectorAll("input[data-filter-for]").forEach(function (box) {
+      var select = document.getElementById(box.dataset.filterFor);
+      if (!select) return;
+      box.addEventListener("input", function () {
+        var needle = box.value.trim().toLowerCase();
+        select.querySelectorAll("optgroup").forEach(function (group) {
+          var anyVisible = false;
+          group.querySelectorAll("option").forEach(function (option) {
+            var text = (group.label + " " + option.textContent).toLowerCase();
+            var visible = !needle || text.indexOf(needle) !== -1;
+            option.hidden = !visible;
+            anyVisible = anyVisible || visible;
+          });
+          group.hidden = !anyVisible;
+        });
+      });
+    });
+  }
+  bindFilter(panel);
+  if (panel.dataset.finished === "true") return;
+
+  var delay = 500;
+  function poll() {
+    fetch(panel.dataset.statusUrl, { headers: { Accept: "application/json" }, credentials: "same-origin" })
+      .then(function (response) { return response.ok ? response.json() : null; })
+      .then(function (job) {
+        if (job && (job.status === "done" || job.status === "failed")) {
+          return fetch(panel.dataset.fragmentUrl, { credentials: "same-origin" })
+            .then(function (response) { return response.text(); })
+            .then(function (html) {
+              panel.innerHTML = html;
+              panel.dataset.finished = "true";
+              bindFilter(panel);
+            });
+        }
+        delay = Math.min(delay * 1.5, 4000);
+        window.setTimeout(poll, delay);
+      })
+      .catch(function () { window.setTimeout(poll, 4000); });
+  }
+  window.setTimeout(poll, delay);
+})();

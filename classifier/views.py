@@ -1,0 +1,115 @@
+"""Pages for classifying a photo. Thin: they call the classification services and selectors."""
+
+import uuid
+
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseForbidden
+from django.shortcuts import redirect, render
+from django.urls import NoReverseMatch, reverse
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from catalog.imaging import ImageRejected
+from classifier.forms import FeedbackForm, UploadForm
+from classifier.models import Classification
+from classifier.selectors import classifications as selectors
+from classifier.services.classification import classification_create, upload_read
+from classifier.services.feedback import feedback_submit
+
+
+def session_key_for(request: HttpRequest) -> str:
+    """The visitor's session key, creating the session first so 'your recent photos' has something to key on."""
+    if not request.session.session_key:
+        request.session.save()
+    return request.session.session_key or ""
+
+
+def _upload_context(request: HttpRequest, form: UploadForm) -> dict:
+    return {
+        "form": form,
+        "recent": selectors.classifications_for_session(request.session.session_key or ""),
+        "classifier_available": selectors.classifier_available(),
+    }
+
+
+@require_http_methods(["GET", "POST"])
+def upload(request: HttpRequest) -> HttpResponse:
+    if request.method == "GET":
+        return render(request, "classifier/upload.html", _upload_context(request, UploadForm()))
+    form = UploadForm(request.POST, request.FILES)
+    if form.is_valid():
+        try:
+            classification = classification_create(
+                upload_read(form.cleaned_data["image"]), session_key=session_key_for(request), user=request.user
+            )
+        except ImageRejected as exc:
+            form.add_error("image", str(exc))
+        else:
+            return redirect("classifier:result", pk=classification.pk)
+    return render(request, "classifier/upload.html", _upload_context(request, form), status=400)
+
+
+def _get_classification(pk: uuid.UUID) -> Classification:
+    try:
+        return selectors.classification_get(pk)
+    except Classification.DoesNotExist as exc:
+        raise Http404("No such classification.") from exc
+
+
+def _catalog_url(result: selectors.ClassificationResult) -> str | None:
+    if result.car_model is None:
+        return None
+    try:
+        return result.car_model.get_absolute_url()
+    except NoReverseMatch:  # the catalog pages may not be installed
+        return None
+
+
+def _may_give_feedback(request: HttpRequest, classification: Classification) -> bool:
+    if request.user.is_authenticated and (request.user.is_staff or classification.user_id == request.user.pk):
+        return True
+    return bool(classification.session_key) and classification.session_key == request.session.session_key
+
+
+def _result_context(request: HttpRequest, classification: Classification, feedback_form=None) -> dict:
+    result = selectors.classification_result(classification)
+    return {
+        "result": result,
+        "c": classification,
+        "catalog_url": _catalog_url(result),
+        "can_give_feedback": _may_give_feedback(request, classification),
+        "feedback_form": feedback_form or FeedbackForm(),
+        "status_url": reverse("classification-detail", kwargs={"pk": classification.pk}),
+        "fragment_url": reverse("classifier:result-fragment", kwargs={"pk": classification.pk}),
+    }
+
+
+@require_GET
+def result(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
+    classification = _get_classification(pk)
+    return render(request, "classifier/result.html", _result_context(request, classification))
+
+
+@require_GET
+def result_fragment(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
+    """The result panel alone: the page swaps it in when polling sees the job finish."""
+    classification = _get_classification(pk)
+    return render(request, "classifier/_result.html", _result_context(request, classification))
+
+
+@require_POST
+def feedback(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
+    classification = _get_classification(pk)
+    if not _may_give_feedback(request, classification):
+        return HttpResponseForbidden("Only the visitor who uploaded the photo can give feedback on it.")
+    form = FeedbackForm(request.POST)
+    if form.is_valid():
+        confirm = form.cleaned_data["action"] == FeedbackForm.CONFIRM
+        try:
+            feedback_submit(classification, car_model=form.cleaned_data.get("car_model_obj"), confirm=confirm)
+        except ValidationError as exc:
+            form.add_error(None, exc)
+        else:
+            messages.success(request, "Thank you! Your answer helps the classifier learn.")
+            return redirect("classifier:result", pk=classification.pk)
+    return render(request, "classifier/result.html", _result_context(request, classification, form), status=400)
