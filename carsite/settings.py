@@ -237,3 +237,35 @@ CARSITE_CLASSIFY_BATCH_LIMIT = env.int("CARSITE_CLASSIFY_BATCH_LIMIT", default=1
 # Test-only: make every classification job sleep this long so worker-kill tests can catch it mid-task.
 CARSITE_CLASSIFY_TEST_DELAY_MS = env.int("CARSITE_CLASSIFY_TEST_DELAY_MS", default=0)
 # --- end classification ---
+
+# --- scraping ---
+# The scraper says who it is and where to reach its operator; sites may block anonymous crawlers.
+SCRAPER_CONTACT_URL = env.str("SCRAPER_CONTACT_URL", default="https://github.com/carsite/carsite#scraper")
+SCRAPER_USER_AGENT = env.str(
+    "SCRAPER_USER_AGENT", default=f"carsite-scraper/1.0 (+{SCRAPER_CONTACT_URL}; car catalog research)"
+)
+SCRAPER_RATE_PER_HOST = env.float("SCRAPER_RATE_PER_HOST", default=1.0)  # requests/s per host; 0 lifts it
+SCRAPER_CONNECT_TIMEOUT = env.float("SCRAPER_CONNECT_TIMEOUT", default=10.0)
+SCRAPER_READ_TIMEOUT = env.float("SCRAPER_READ_TIMEOUT", default=30.0)
+SCRAPER_RETRIES = env.int("SCRAPER_RETRIES", default=3)
+SCRAPER_BACKOFF_BASE = env.float("SCRAPER_BACKOFF_BASE", default=1.0)  # seconds; doubles per retry
+SCRAPER_RETRY_AFTER_MAX = env.float("SCRAPER_RETRY_AFTER_MAX", default=120.0)
+SCRAPER_MAX_PAGE_BYTES = env.int("SCRAPER_MAX_PAGE_BYTES", default=5 * 1024 * 1024)
+SCRAPER_MAX_IMAGE_BYTES = env.int("SCRAPER_MAX_IMAGE_BYTES", default=CARSITE_UPLOAD_MAX_BYTES)
+SCRAPER_MAX_REDIRECTS = env.int("SCRAPER_MAX_REDIRECTS", default=5)
+# Hosts that may resolve to private/loopback addresses (a local test site); empty in production.
+SCRAPER_ALLOWED_PRIVATE_HOSTS = env.list("SCRAPER_ALLOWED_PRIVATE_HOSTS", default=[])
+SCRAPER_OBEY_ROBOTS = env.bool("SCRAPER_OBEY_ROBOTS", default=True)
+SCRAPER_ROBOTS_CACHE_SECONDS = env.float("SCRAPER_ROBOTS_CACHE_SECONDS", default=3600.0)
+# Weekly re-crawl of previous successful runs (crontab: minute hour day-of-month month day-of-week); empty disables.
+SCRAPER_RECRAWL_CRON = env.str("SCRAPER_RECRAWL_CRON", default="0 4 * * 1")
+if SCRAPER_RECRAWL_CRON.strip():
+    from celery.schedules import crontab as _crontab
+
+    _minute, _hour, _day_of_month, _month, _day_of_week = SCRAPER_RECRAWL_CRON.split()
+    CELERY_BEAT_SCHEDULE["scraping-recrawl"] = {
+        "task": "scraping.recrawl",
+        "schedule": _crontab(
+            minute=_minute, hour=_hour, day_of_month=_day_of_month, month_of_year=_month, day_of_week=_day_of_week
+        ),
+    }

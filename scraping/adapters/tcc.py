@@ -1,0 +1,130 @@
+"""The Car Connection layout (``--source tcc``).
+
+- ``/new-cars`` links every make as ``/make/new,<make-slug>``;
+- a make page lists its models in ``div.name > a``;
+- a model page's ``div.year-selector`` links model-year "overview" pages; replacing ``overview``
+  with ``specifications`` gives the spec page and with ``photos`` the gallery;
+- a spec page has breadcrumbs ``a#a_bc_1..3`` (make, model, year), ``span.msrp`` and
+  ``div.specs-set-item`` rows of two spans (name, value);
+- a gallery shows thumbnails ``…sml…_s.jpg``; the same path ending ``_l.jpg`` is the large image.
+"""
+
+import re
+from typing import ClassVar
+from urllib.parse import urljoin, urlsplit, urlunsplit
+
+import lxml.html
+from lxml import etree
+
+from scraping.adapters.base import Link, ParseError, SpecPage, unique
+
+_MAKE_HREF = re.compile(r"/make/new,([^/?#]+)")
+_YEAR = re.compile(r"\b(19[0-9]{2}|20[0-9]{2}|2100)\b")
+_THUMBNAIL = re.compile(r"""[^\s"'<>()\\]*sml[^\s"'<>()\\]*_s\.jpg""", re.I)
+
+
+def _has_class(name: str) -> str:
+    return f"contains(concat(' ', normalize-space(@class), ' '), ' {name} ')"
+
+
+def _document(html: str, url: str) -> etree._Element:
+    if not html or not html.strip():
+        raise ParseError("The page is empty.")
+    try:
+        return lxml.html.document_fromstring(html, base_url=url)
+    except (etree.ParserError, ValueError) as exc:
+        raise ParseError(f"The page is not readable HTML ({exc}).") from exc
+
+
+def _text(element: etree._Element) -> str:
+    return " ".join(element.text_content().split())
+
+
+def _replace_last_segment_word(url: str, old: str, new: str) -> str:
+    parts = urlsplit(url)
+    path = parts.path
+    index = path.rfind(old)
+    if index < 0:
+        return ""
+    return urlunsplit((parts.scheme, parts.netloc, path[:index] + new + path[index + len(old) :], parts.query, ""))
+
+
+def spec_url_for(overview_url: str) -> str:
+    return _replace_last_segment_word(overview_url, "overview", "specifications")
+
+
+def gallery_url_for(spec_url: str) -> str:
+    return _replace_last_segment_word(spec_url, "specifications", "photos")
+
+
+class CarConnectionAdapter:
+    name: ClassVar[str] = "tcc"
+    label: ClassVar[str] = "The Car Connection layout"
+
+    def index_url(self, base_url: str) -> str:
+        return urljoin(base_url.rstrip("/") + "/", "new-cars")
+
+    def discover(self, kind: str, url: str, html: str) -> list[Link]:
+        document = _document(html, url)
+        if kind == "index":
+            return self._makes(document, url)
+        if kind == "make":
+            hrefs = document.xpath(f"//div[{_has_class('name')}]/a/@href")
+            return [Link("model", urljoin(url, href.strip())) for href in unique(hrefs) if href.strip()]
+        if kind == "model":
+            return self._model_years(document, url)
+        raise ValueError(f"{kind} pages have no links to discover")
+
+    def _makes(self, document: etree._Element, url: str) -> list[Link]:
+        links: dict[str, Link] = {}
+        for anchor in document.xpath("//a[@href]"):
+            href = anchor.get("href").strip()
+            match = _MAKE_HREF.search(href)
+            if match:
+                absolute = urljoin(url, href)
+                links.setdefault(absolute, Link("make", absolute, make=match.group(1)))
+        return list(links.values())
+
+    def _model_years(self, document: etree._Element, url: str) -> list[Link]:
+        links: dict[str, Link] = {}
+        for anchor in document.xpath(f"//div[{_has_class('year-selector')}]//a[@href]"):
+            overview = urljoin(url, anchor.get("href").strip())
+            spec_url = spec_url_for(overview)
+            if not spec_url:
+                continue
+            year_match = _YEAR.search(_text(anchor)) or _YEAR.search(urlsplit(overview).path)
+            links.setdefault(spec_url, Link("spec", spec_url, year=int(year_match.group(1)) if year_match else None))
+        return list(links.values())
+
+    def parse_spec(self, url: str, html: str) -> SpecPage:
+        document = _document(html, url)
+        crumbs = []
+        for number in (1, 2, 3):
+            found = document.xpath(f"//a[@id='a_bc_{number}']")
+            crumbs.append(_text(found[0]) if found else "")
+        make, model, year_text = crumbs
+        if not make or not model:
+            raise ParseError("The spec page has no make/model breadcrumbs (a#a_bc_1, a#a_bc_2).")
+        year_match = _YEAR.search(year_text)
+        if not year_match:
+            raise ParseError(f"The spec page's year breadcrumb (a#a_bc_3) is {year_text!r}, not a year.")
+        rows: list[tuple[str, str]] = []
+        msrp = document.xpath(f"//span[{_has_class('msrp')}]")
+        if msrp and _text(msrp[0]):
+            rows.append(("MSRP", _text(msrp[0])))
+        for item in document.xpath(f"//div[{_has_class('specs-set-item')}]"):
+            spans = item.xpath("./span")
+            if len(spans) >= 2:
+                name = _text(spans[0])
+                if name:
+                    rows.append((name, _text(spans[1])))
+        return SpecPage(
+            make=make, model=model, year=int(year_match.group(1)), rows=rows, gallery_url=gallery_url_for(url)
+        )
+
+    def parse_gallery(self, url: str, html: str) -> list[str]:
+        large = []
+        for thumbnail in _THUMBNAIL.findall(html or ""):
+            absolute = urljoin(url, thumbnail.replace("&amp;", "&"))
+            large.append(absolute[: -len("_s.jpg")] + "_l.jpg")
+        return unique(large)
