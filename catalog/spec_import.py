@@ -264,7 +264,8 @@ def read_rows(text: str) -> Iterable[tuple[int, dict[str, str]]]:
             if not any(cell.strip() for cell in record):
                 continue
             if len(record) != len(header):
-                rows.append((line, {"__error__": f"has {len(record)} cells, the header has {len(header)}"}))
+                problem = f"has {len(record)} cells, the header has {len(header)}"
+                rows.append((line, {COLUMN_LABEL: record[0] if record else "", "__error__": problem}))
                 continue
             rows.append((line, dict(zip(header, record, strict=True))))
     except csv.Error as exc:
@@ -277,6 +278,8 @@ def read_file(path: Path) -> str:
         data = Path(path).read_bytes()
     except OSError as exc:
         raise SpecFileError(f"Cannot read {path}: {exc.strerror or exc}") from None
+    if b"\x00" in data:
+        raise SpecFileError(f"{path} is binary, not CSV text.")
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -297,10 +300,14 @@ def _spec_changes(car_model: CarModel, parsed: ParsedRow) -> dict[str, tuple[Any
     return changes
 
 
-def _apply_row(parsed: ParsedRow, *, source: str, create_missing: bool) -> RowReport:
+def _apply_row(parsed: ParsedRow, *, source: str, create_missing: bool, catalog_ids: dict[str, int]) -> RowReport:
     label = parsed.name.label
     report = RowReport(line=parsed.line, label=label, outcome="unchanged", notes=list(parsed.notes))
-    car_model = CarModel.objects.select_related("specs").filter(label__iexact=label).first()
+    # One query for the whole catalog up front: most rows of an export are for models not in it.
+    car_model_id = catalog_ids.get(label.lower())
+    car_model = None
+    if car_model_id is not None or create_missing:
+        car_model = CarModel.objects.select_related("specs").filter(label__iexact=label).first()
     if car_model is None and not create_missing:
         report.outcome, report.reason = "skipped", "car model not in the catalog (use --create-missing)"
         return report
@@ -319,9 +326,7 @@ def _apply_row(parsed: ParsedRow, *, source: str, create_missing: bool) -> RowRe
         }
         if model_changes:
             services.car_model_update(car_model, **model_changes)
-        _, changed = services.specification_upsert(
-            car_model, values=parsed.spec_values, raw=parsed.raw, source=source
-        )
+        _, changed = services.specification_upsert(car_model, values=parsed.spec_values, raw=parsed.raw, source=source)
     if not had_spec:
         report.outcome = "created"
     elif report.changes or model_changes or changed:
@@ -339,6 +344,7 @@ def spec_import(
     """Upsert the specifications of ``rows`` (from ``read_rows``); every row gets a report."""
     result = SpecImportResult(source=source, dry_run=dry_run)
     seen: dict[str, int] = {}
+    catalog_ids = {label.lower(): pk for pk, label in CarModel.objects.values_list("pk", "label")}
 
     def run() -> None:
         for line, row in rows:
@@ -361,7 +367,9 @@ def spec_import(
                 )
                 continue
             try:
-                result.rows.append(_apply_row(parsed, source=source, create_missing=create_missing))
+                result.rows.append(
+                    _apply_row(parsed, source=source, create_missing=create_missing, catalog_ids=catalog_ids)
+                )
             except (ValidationError, ValueError, DatabaseError) as exc:
                 # The row's atomic block has already been rolled back: nothing of it is written.
                 message = "; ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
