@@ -4,7 +4,7 @@ never by the crawler itself.
 
 Faults (``Resource.faults`` are used one per request, then ``Resource.always`` applies):
 ``reset`` (TCP reset), ``sleep:<s>`` (answer late), ``status:<code>[:<retry-after>]``,
-``redirect:<url>``.
+``redirect:<url>``, ``nolength`` (no Content-Length header).
 """
 
 import hashlib
@@ -117,6 +117,15 @@ class FixtureSite:
             parts = fault.split(":")
             extra = {"Retry-After": parts[2]} if len(parts) > 2 else {}
             return self._send(handler, int(parts[1]), b"fault", "text/plain", extra)
+        if fault == "nolength":
+            # No Content-Length: the client learns the size only by reading (and must stop itself).
+            handler.send_response(200)
+            handler.send_header("Content-Type", resource.content_type)
+            handler.send_header("Connection", "close")
+            handler.end_headers()
+            handler.wfile.write(resource.body)
+            handler.close_connection = True
+            return None
         if fault.startswith("redirect:"):
             return self._send(handler, 302, b"", "text/plain", {"Location": fault.split(":", 1)[1]})
         headers = {}
@@ -169,7 +178,8 @@ def photo(seed: int, size: tuple[int, int] = (320, 240), fmt: str = "JPEG", brig
 
 
 def _page(title: str, body: str) -> str:
-    return f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head><body>{body}</body></html>"
+    head = f"<meta charset='utf-8'><title>{html.escape(title)}</title>"
+    return f"<!DOCTYPE html><html><head>{head}</head><body>{body}</body></html>"
 
 
 def tcc_index_html(makes: list[tuple[str, str]]) -> str:

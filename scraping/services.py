@@ -257,7 +257,9 @@ def _enqueue(run: ScrapeRun, links: Sequence[Link], car_model: CarModel | None =
     queued: list[int] = []
     spec_count = None
     for link in links:
-        if len(link.url) > MAX_URL_LENGTH or not _in_scope(run, make=link.make, year=link.year):
+        if not link.url.startswith(("http://", "https://")) or len(link.url) > MAX_URL_LENGTH:
+            continue  # javascript:, mailto: and the like are never fetched nor shown as links
+        if not _in_scope(run, make=link.make, year=link.year):
             continue
         if link.kind == PageKind.SPEC and run.limit:
             if spec_count is None:
