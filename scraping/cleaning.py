@@ -30,7 +30,7 @@ class CleanResult:
 # Values that mean "not published"; they set nothing and are not an error.
 PLACEHOLDERS = {"", "-", "--", "—", "n/a", "na", "none", "tbd", "-tbd-", "not available", "unavailable"}
 
-_NUMBER = r"\d{1,3}(?:,\d{3})+|\d+(?:\.\d+)?"
+_NUMBER = r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?"
 
 
 def _number(text: str) -> Decimal:

@@ -1,0 +1,137 @@
+"""The scraper's HTTP client against a real local server: retries, robots, limits, the address guard."""
+
+import time
+
+import pytest
+
+from scraping.http import Fetcher, FetchError, check_destination, config_from_settings
+
+
+@pytest.fixture
+def fetcher(scraper_settings):
+    instance = Fetcher(config_from_settings())
+    yield instance
+    instance.close()
+
+
+@pytest.fixture
+def open_site(site):
+    site.add("/robots.txt", "User-agent: *\nDisallow: /private/\n", content_type="text/plain")
+    site.add("/page", "<html>hello</html>")
+    return site
+
+
+def test_user_agent_names_a_contact_and_robots_is_read_once_per_host(open_site, fetcher):
+    assert fetcher.get(open_site.url("/page")).text == "<html>hello</html>"
+    fetcher.get(open_site.url("/page"))
+    assert open_site.hits["/robots.txt"] == 1
+    assert all("(+https://carsite.example/scraper)" in h["user-agent"] for _p, h in open_site.requests)
+
+
+def test_robots_disallowed_path_is_never_requested(open_site, fetcher):
+    open_site.add("/private/secret", "no")
+    with pytest.raises(FetchError) as error:
+        fetcher.get(open_site.url("/private/secret"))
+    assert error.value.code == "robots_disallowed"
+    assert open_site.hits["/private/secret"] == 0
+
+
+def test_429_waits_for_retry_after(open_site, fetcher):
+    open_site.resources["/page"].faults = ["status:429:1"]
+    started = time.monotonic()
+    assert fetcher.get(open_site.url("/page")).status == 200
+    assert time.monotonic() - started >= 0.95
+    assert open_site.hits["/page"] == 2
+
+
+def test_500_then_success_and_persistent_500_is_an_error(open_site, fetcher):
+    open_site.resources["/page"].faults = ["status:500", "status:503"]
+    assert fetcher.get(open_site.url("/page")).status == 200
+    assert open_site.hits["/page"] == 3
+    open_site.add("/broken", "x", always="status:500")
+    with pytest.raises(FetchError) as error:
+        fetcher.get(open_site.url("/broken"))
+    assert (error.value.code, error.value.status) == ("http_status", 500)
+    assert open_site.hits["/broken"] == 3  # one try and two retries
+
+
+def test_404_is_not_retried(open_site, fetcher):
+    with pytest.raises(FetchError) as error:
+        fetcher.get(open_site.url("/missing"))
+    assert error.value.status == 404 and open_site.hits["/missing"] == 1
+
+
+def test_timeout_and_connection_reset_are_retried(open_site, fetcher):
+    open_site.resources["/page"].faults = ["sleep:1.0", "reset"]
+    assert fetcher.get(open_site.url("/page")).status == 200
+    assert open_site.hits["/page"] == 3
+    open_site.add("/always-reset", "x", always="reset")
+    with pytest.raises(FetchError) as error:
+        fetcher.get(open_site.url("/always-reset"))
+    assert error.value.code == "connection"
+
+
+def test_response_size_cap_with_and_without_content_length(open_site, fetcher):
+    open_site.add("/big", b"x" * 50_000)
+    with pytest.raises(FetchError) as declared:
+        fetcher.get(open_site.url("/big"), max_bytes=10_000)
+    assert declared.value.code == "too_large"
+    open_site.add("/big-undeclared", b"x" * 500_000, always="nolength")
+    with pytest.raises(FetchError) as streamed:
+        fetcher.get(open_site.url("/big-undeclared"), max_bytes=10_000)
+    assert streamed.value.code == "too_large"
+    assert len(fetcher.get(open_site.url("/big"), max_bytes=60_000).body) == 50_000
+
+
+def test_conditional_request_answers_304(open_site, fetcher):
+    first = fetcher.get(open_site.url("/page"))
+    assert first.etag and first.last_modified
+    again = fetcher.get(open_site.url("/page"), etag=first.etag, last_modified=first.last_modified)
+    assert again.not_modified and again.body == b""
+    assert open_site.requests[-1][1]["if-none-match"] == first.etag
+
+
+def test_rate_limit_spaces_requests_per_host(open_site, fetcher):
+    fetcher.get(open_site.url("/page"), rate_per_host=5)
+    started = time.monotonic()
+    for _ in range(3):
+        fetcher.get(open_site.url("/page"), rate_per_host=5)
+    assert time.monotonic() - started >= 0.55
+
+
+@pytest.mark.parametrize(
+    "target", ["http://10.0.0.1/", "http://169.254.169.254/latest/meta-data/", "http://[::1]:1/", "http://localhost:1/"]
+)
+def test_redirect_to_a_private_address_is_refused_before_connecting(open_site, fetcher, target):
+    open_site.resources["/page"].always = f"redirect:{target}"
+    with pytest.raises(FetchError) as error:
+        fetcher.get(open_site.url("/page"))
+    assert error.value.code == "private_address"
+    assert open_site.hits["/page"] == 1
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.2/", "http://192.168.1.1/", "http://[fe80::1]/", "http://0.0.0.0/", "http://100.64.0.1/"]
+)
+def test_private_destinations_are_refused_unless_allowed(url):
+    with pytest.raises(FetchError) as error:
+        check_destination(url, allowed_private_hosts=("127.0.0.1",))
+    assert error.value.code == "private_address"
+
+
+def test_only_http_schemes_and_allowed_hosts_pass():
+    check_destination("http://127.0.0.1:8000/x", allowed_private_hosts=("127.0.0.1",))
+    with pytest.raises(FetchError) as error:
+        check_destination("file:///etc/passwd")
+    assert error.value.code == "bad_scheme"
+    with pytest.raises(FetchError):
+        check_destination("http://127.0.0.1:8000/x")  # loopback is refused when not explicitly allowed
+
+
+def test_unreadable_robots_means_no_crawl(site, fetcher):
+    site.add("/robots.txt", "x", always="status:503")
+    site.add("/page", "hello")
+    with pytest.raises(FetchError) as error:
+        fetcher.get(site.url("/page"))
+    assert error.value.code == "robots_unavailable"
+    assert site.hits["/page"] == 0
