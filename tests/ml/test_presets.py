@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ml.presets import ClassificationPresetEval, ClassificationPresetTrain, PreprocessConfig, to_rgb
+
+
+def _gradient(w: int = 80, h: int = 40) -> Image.Image:
+    a = np.zeros((h, w, 3), dtype=np.uint8)
+    a[..., 0] = np.linspace(0, 255, w, dtype=np.uint8)[None, :]
+    a[..., 1] = np.linspace(0, 255, h, dtype=np.uint8)[:, None]
+    return Image.fromarray(a, "RGB")
+
+
+def test_eval_preset_is_deterministic_and_shaped() -> None:
+    tf = ClassificationPresetEval(crop_size=32, resize_size=36)
+    img = _gradient()
+    a, b = tf(img), tf(img)
+    assert a.shape == (3, 32, 32)
+    assert a.dtype == torch.float32
+    assert torch.equal(a, b)
+
+
+def test_train_preset_is_random_but_shaped() -> None:
+    torch.manual_seed(0)
+    tf = ClassificationPresetTrain(crop_size=32)
+    img = _gradient()
+    outs = [tf(img) for _ in range(4)]
+    assert all(o.shape == (3, 32, 32) for o in outs)
+    assert any(not torch.equal(outs[0], o) for o in outs[1:])
+
+
+def test_preprocess_config_round_trips() -> None:
+    cfg = PreprocessConfig(240, 272, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), "bicubic")
+    assert PreprocessConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_exif_rotation_is_applied() -> None:
+    img = _gradient(80, 40)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", exif=exif.tobytes())
+    buf.seek(0)
+    with Image.open(buf) as loaded:
+        out = to_rgb(loaded)
+    assert out.size == (40, 80)
+
+
+def test_cmyk_becomes_rgb() -> None:
+    out = to_rgb(_gradient().convert("CMYK"))
+    assert out.mode == "RGB"
+    # round trip through CMYK keeps colours roughly
+    assert np.abs(np.asarray(out, dtype=int) - np.asarray(_gradient(), dtype=int)).mean() < 10
+
+
+def test_palette_with_transparency_composites_on_white() -> None:
+    img = Image.new("P", (10, 10), 0)
+    img.putpalette([0, 0, 0, 255, 0, 0] + [0] * (256 * 3 - 6))
+    img.info["transparency"] = 0  # index 0 (black) is transparent
+    img.paste(1, (0, 0, 5, 10))
+    out = np.asarray(to_rgb(img))
+    assert tuple(out[0, 0]) == (255, 0, 0)
+    assert tuple(out[0, 9]) == (255, 255, 255)  # transparent -> white, not black
+
+
+def test_rgba_transparency_on_white() -> None:
+    img = Image.new("RGBA", (4, 4), (0, 0, 0, 0))
+    assert tuple(np.asarray(to_rgb(img))[0, 0]) == (255, 255, 255)
+
+
+def test_16bit_greyscale_is_rescaled() -> None:
+    a = np.full((8, 8), 65535, dtype=np.uint16)
+    a[:, :4] = 0
+    img = Image.fromarray(a)  # mode I;16
+    assert img.mode.startswith("I;16")
+    out = np.asarray(to_rgb(img))
+    assert out.shape == (8, 8, 3)
+    assert out[0, 7, 0] == 255 and out[0, 0, 0] == 0
+
+
+def test_greyscale_becomes_three_channels() -> None:
+    out = ClassificationPresetEval(16, 16, mean=(0.5,) * 3, std=(0.5,) * 3)(Image.new("L", (20, 20), 128))
+    assert out.shape == (3, 16, 16)
+    assert torch.allclose(out[0], out[1]) and torch.allclose(out[1], out[2])
+
+
+def test_animated_gif_uses_first_frame() -> None:
+    frames = [Image.new("RGB", (12, 12), c) for c in [(255, 0, 0), (0, 0, 255)]]
+    buf = io.BytesIO()
+    frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:], duration=50)
+    buf.seek(0)
+    with Image.open(buf) as gif:
+        assert gif.is_animated
+        gif.seek(1)  # even if someone left it on another frame
+        out = np.asarray(to_rgb(gif))
+    assert out[0, 0, 0] > 200 and out[0, 0, 2] < 50
