@@ -1,6 +1,26 @@
 """Celery tasks of the classifier app. Thin: they take primary keys and call services."""
 
 # --- model registry tasks (label_views, training) ---
+from celery import shared_task
+
+from classifier import worker as _worker  # noqa: F401  (connects the worker start-up hooks that warm up models)
+
+
+@shared_task(name="classifier.label_views", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def label_views(image_ids: list[int]) -> int:
+    """Set the view of these catalog images with the active gate; returns how many were labelled."""
+    from classifier.services.photos import car_images_label_views
+
+    return car_images_label_views(image_ids).labelled
+
+
+@shared_task(name="classifier.train_classifier", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def train_classifier(options: dict, activate: bool = False) -> int:
+    """Train a classifier on the catalog with ``TrainingOptions`` fields; returns the new version's pk."""
+    from classifier.services.training import TrainingOptions, classifier_train
+
+    return classifier_train(TrainingOptions(**options), activate=activate).model_version.pk
+
 
 # --- classification tasks ---
 from celery import shared_task  # noqa: E402

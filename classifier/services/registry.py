@@ -74,8 +74,8 @@ def car_model_for_label(label: str, kind: str) -> CarModel | None:
     if exact is not None:
         return exact
     return (
-        CarModel.objects.annotate(make_and_model=Lower(Concat("manufacturer__name", Value(" "), "name")))
-        .filter(make_and_model=label.lower())
+        CarModel.objects.annotate(registry_make_model=Lower(Concat("manufacturer__name", Value(" "), "name")))
+        .filter(registry_make_model=label.lower())
         .order_by("-year")
         .first()
     )

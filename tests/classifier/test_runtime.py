@@ -1,0 +1,78 @@
+"""The per-process model cache: loaded once, swapped when another version is activated."""
+
+import pytest
+
+from catalog import services as catalog_services
+from classifier import runtime
+from classifier.models import ModelKind
+from classifier.services.registry import model_version_activate, model_version_register
+
+pytestmark = pytest.mark.django_db
+
+
+def test_no_active_model_means_none():
+    assert runtime.get_active_model(ModelKind.CLASSIFIER) is None
+    assert runtime.get_active_model(ModelKind.GATE) is None
+
+
+def test_active_model_is_loaded_once_and_reused(make_bundle, django_assert_max_num_queries):
+    mdx, _ = catalog_services.car_model_get_or_create(make="Acura", model="MDX", year=2023)
+    version = model_version_activate(model_version_register(make_bundle(["Acura MDX", "Other Car"])))
+    loaded = runtime.get_active_model(ModelKind.CLASSIFIER)
+    assert loaded is not None
+    assert loaded.version.pk == version.pk
+    assert loaded.predictor.version == version.version
+    assert loaded.predictor.labels == ["Acura MDX", "Other Car"]
+    assert loaded.car_model_ids == {"Acura MDX": mdx.pk, "Other Car": None}
+    with django_assert_max_num_queries(1):
+        again = runtime.get_active_model(ModelKind.CLASSIFIER)
+    assert again is loaded, "the same process keeps the loaded predictor"
+
+
+def test_activating_another_version_switches_the_cache_without_restart(make_bundle, photo_factory, tmp_path):
+    first = model_version_activate(model_version_register(make_bundle(["A a", "B b"], seed=1)))
+    assert runtime.get_active_model(ModelKind.CLASSIFIER).version.pk == first.pk
+    second = model_version_register(make_bundle(["C c", "D d", "E e"], seed=2))
+    assert runtime.get_active_model(ModelKind.CLASSIFIER).version.pk == first.pk
+    model_version_activate(second)
+    switched = runtime.get_active_model(ModelKind.CLASSIFIER)
+    assert switched.version.pk == second.pk
+    photo = photo_factory(tmp_path / "p.jpg", seed=1, colour=(200, 10, 10))
+    ranked = switched.predictor.predict([photo], top_k=3)[0]
+    assert {p.label for p in ranked} == {"C c", "D d", "E e"}
+    assert sum(p.probability for p in ranked) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_warm_up_loads_every_active_kind(make_bundle):
+    model_version_activate(model_version_register(make_bundle(["exterior", "interior", "other"], kind="gate")))
+    warmed = runtime.warm_up_active_models()
+    assert warmed[ModelKind.GATE] is not None and warmed[ModelKind.CLASSIFIER] is None
+    assert set(runtime.loaded_models()) == {ModelKind.GATE}
+
+
+def test_a_missing_bundle_is_a_clear_error_and_warm_up_survives_it(make_bundle, settings):
+    import shutil
+
+    from classifier.services.registry import model_version_bundle_dir
+
+    version = model_version_activate(model_version_register(make_bundle(["A a", "B b"], seed=3)))
+    shutil.rmtree(model_version_bundle_dir(version))
+    with pytest.raises(runtime.ModelLoadError, match="Cannot load"):
+        runtime.get_active_model(ModelKind.CLASSIFIER)
+    assert runtime.warm_up_active_models()[ModelKind.CLASSIFIER] is None
+
+
+def test_worker_hooks_warm_up_in_prefork_children_only(make_bundle, monkeypatch):
+    from classifier import worker
+
+    calls = []
+    monkeypatch.setattr(runtime, "warm_up_active_models", lambda: calls.append("warm"))
+    worker._remember_pool_kind(instance=type("W", (), {"pool_cls": "celery.concurrency.prefork:TaskPool"})())
+    worker._warm_up_when_ready()
+    assert calls == [], "the prefork parent must not load torch models before forking"
+    worker._warm_up_in_child()
+    assert calls == ["warm"]
+    worker._remember_pool_kind(instance=type("W", (), {"pool_cls": "solo"})())
+    worker._warm_up_when_ready()
+    assert calls == ["warm", "warm"]
+    worker._remember_pool_kind(instance=type("W", (), {"pool_cls": "celery.concurrency.prefork:TaskPool"})())
