@@ -78,21 +78,21 @@ def supported_models_for_page() -> SupportedModels:
     """The car models the active classifier can recognise, grouped by manufacturer.
 
     This is the one place the /supported-models/ page asks. It uses
-    ``classifier.selectors.registry.supported_car_models()`` (car models, or None when no
-    classifier is active) once the classifier app provides it; until then, or when it returns
-    None, every catalog model is listed and ``from_classifier`` is False.
+    ``classifier.selectors.registry.supported_car_models()`` (the car models the active
+    classifier maps its labels to; empty when no classifier is active). When that function is
+    missing or answers nothing, every catalog model is listed and ``from_classifier`` is False.
     """
-    car_models: Iterable[CarModel] | None = None
+    car_models: Iterable[CarModel] = ()
     try:
         from classifier.selectors.registry import supported_car_models
     except ImportError:
         supported_car_models = None
     if supported_car_models is not None:
-        car_models = supported_car_models()
-    from_classifier = car_models is not None
-    if car_models is None:
-        car_models = car_model_list()
+        car_models = supported_car_models() or ()
     pks = [car_model.pk for car_model in car_models]
+    from_classifier = bool(pks)
+    if not from_classifier:
+        pks = list(CarModel.objects.values_list("pk", flat=True))
     ordered = car_model_list().filter(pk__in=pks).order_by("manufacturer__name", "name", "-year")
     groups: dict[int, tuple[Manufacturer, list[CarModel]]] = {}
     for car_model in ordered:

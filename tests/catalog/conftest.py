@@ -112,3 +112,12 @@ def specs_csv(shared_data) -> Path:
     if not path.is_file():
         pytest.skip(f"no spec CSV at {path}")
     return path
+
+
+@pytest.fixture(autouse=True)
+def _plain_static_storage(settings):
+    """Tests run with DEBUG off but without collectstatic: serve static names unhashed."""
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
