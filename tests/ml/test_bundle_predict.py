@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from ml.bundle import BundleIntegrityError, load_bundle, save_bundle
+from ml.data import ManifestRecord, Split
+from ml.models import create_model
+from ml.predict import Prediction, Predictor
+from ml.presets import PreprocessConfig
+
+from .conftest import SHAPE_CLASSES
+
+PRE = PreprocessConfig(64, 64, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+
+
+def _save(path: Path, model: torch.nn.Module) -> None:
+    save_bundle(
+        path, model, kind="classifier", arch="efficientnet_lite0", labels=SHAPE_CLASSES, preprocess=PRE,
+        temperature=1.7, abstain_threshold=0.4, metrics={"top1": 0.5},
+        split=Split([ManifestRecord(Path("a.png"), "red_circle", "g0")], [], [], 0), command=["test"],
+    )
+
+
+@pytest.fixture(scope="module")
+def model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return create_model("efficientnet_lite0", 3, "imagenet").eval()
+
+
+def test_round_trip_same_predictions_and_stable_version(
+    model: torch.nn.Module, shapes: list[ManifestRecord], tmp_path: Path
+) -> None:
+    _save(tmp_path / "b1", model)
+    _save(tmp_path / "b2", model)
+    b1, b2 = load_bundle(tmp_path / "b1"), load_bundle(tmp_path / "b2")
+    assert b1.version == b2.version and len(b1.version) == 12  # content hash, not a timestamp
+    assert b1.temperature == 1.7 and b1.labels == SHAPE_CLASSES and b1.preprocess == PRE
+    assert b1.split() is not None and b1.split().train[0].group == "g0"
+    for key in ("python", "torch", "torchvision"):
+        assert key in b1.meta["versions"]
+
+    pred = Predictor.from_bundle(tmp_path / "b1", device="cpu")
+    pred.warmup()
+    images = [r.path for r in shapes[:4]]
+    out = pred.predict(images, top_k=2)
+    assert len(out) == 4 and all(len(p) == 2 and isinstance(p[0], Prediction) for p in out)
+    # same answer every time, and probabilities are the temperature-scaled softmax of the original model
+    assert pred.predict(images, top_k=2) == out
+    from ml.presets import ClassificationPresetEval
+
+    x = torch.stack([ClassificationPresetEval.from_config(PRE)(Image.open(p)) for p in images])
+    with torch.inference_mode():
+        ref = (model(x) / 1.7).softmax(1)
+    for row, ref_row in zip(out, ref, strict=True):
+        assert row[0].probability == pytest.approx(float(ref_row.max()), abs=1e-5)
+        assert row[0].label == SHAPE_CLASSES[int(ref_row.argmax())]
+    assert pred.kind == "classifier" and pred.arch == "efficientnet_lite0" and pred.version == b1.version
+    assert pred.abstain_threshold == 0.4 and pred.labels == SHAPE_CLASSES
+    # batch of 1 vs batch of 4 may differ in the last float bits (different kernels), not in the answer
+    single = pred.predict_image(Image.open(images[0]), top_k=1)[0]
+    assert single.label == out[0][0].label and single.probability == pytest.approx(out[0][0].probability, abs=1e-5)
+
+
+def test_tampering_is_detected(model: torch.nn.Module, tmp_path: Path) -> None:
+    _save(tmp_path / "b", model)
+    meta_path = tmp_path / "b" / "bundle.json"
+    original = meta_path.read_text()
+    meta = json.loads(original)
+    meta["temperature"] = 0.1
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(BundleIntegrityError):
+        load_bundle(tmp_path / "b")
+    meta_path.write_text(original)
+    load_bundle(tmp_path / "b")  # restored -> fine again
+    w = tmp_path / "b" / "weights.safetensors"
+    data = bytearray(w.read_bytes())
+    data[-10] ^= 0xFF
+    w.write_bytes(bytes(data))
+    with pytest.raises(BundleIntegrityError):
+        load_bundle(tmp_path / "b")
+
+
+def test_not_a_bundle(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        load_bundle(tmp_path)
