@@ -459,6 +459,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--num-workers", type=int, default=0)
     p.add_argument("--patience", type=int, default=5)
+    p.add_argument("--crop-size", type=int, default=None, help="default: the architecture's resolution")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--val-fraction", type=float, default=0.15)
     p.add_argument("--test-fraction", type=float, default=0.15)
@@ -473,7 +474,8 @@ def main(argv: list[str] | None = None) -> int:
         arch=a.arch, weights=None if a.weights == "none" else a.weights, epochs_head=a.epochs_head,
         epochs_finetune=a.epochs_finetune, lr_head=a.lr_head, lr_finetune=a.lr_finetune, optimizer=a.optimizer,
         weight_decay=a.weight_decay, label_smoothing=a.label_smoothing, warmup_epochs=a.warmup_epochs,
-        batch_size=a.batch_size, num_workers=a.num_workers, patience=a.patience, seed=a.seed, device=a.device,
+        batch_size=a.batch_size, num_workers=a.num_workers, patience=a.patience, crop_size=a.crop_size,
+        seed=a.seed, device=a.device,
     )
     records = group_near_duplicates(read_manifest(a.manifest), max_distance=a.dedup_distance)
     split = split_grouped(records, a.val_fraction, a.test_fraction, a.seed)
