@@ -341,7 +341,8 @@ class CarImageAdminForm(forms.ModelForm):
 
     class Meta:
         model = CarImage
-        fields = ["car_model", "view", "source_url"]
+        # source_url is a declared field: the read-only change form must not rebuild it from the model.
+        fields = ["car_model", "view"]
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
