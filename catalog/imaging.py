@@ -131,7 +131,7 @@ def sha256_hex(data: bytes) -> str:
 def dhash(image: Image.Image, size: int = 8) -> int:
     """64-bit difference hash: robust to resizing and recompression, cheap to compare."""
     grey = image.convert("L").resize((size + 1, size), Image.Resampling.LANCZOS)
-    pixels = list(grey.getdata())
+    pixels = grey.tobytes()
     bits = 0
     for row in range(size):
         for col in range(size):
