@@ -60,7 +60,10 @@ def clean_text(value: str) -> str:
 
 def official_make(make: str) -> str:
     make = clean_text(make)
-    return OFFICIAL_MAKE_SPELLING.get(make.lower(), make)
+    if make.lower() in OFFICIAL_MAKE_SPELLING:
+        return OFFICIAL_MAKE_SPELLING[make.lower()]
+    # An all-lowercase name (a URL slug, say) gets capitals; any other spelling is kept as published.
+    return make.title() if make.islower() else make
 
 
 def car_slug(label: str) -> str:

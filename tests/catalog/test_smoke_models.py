@@ -23,3 +23,12 @@ def test_car_model_label_is_unique():
         CarModel.objects.create(
             manufacturer=car.manufacturer, name="A4 ", year=2023, label="2023 Audi A4", slug="x"
         )
+
+
+def test_official_make_spelling():
+    from catalog.naming import official_make
+
+    assert official_make("mercedes benz") == "Mercedes-Benz"
+    assert official_make("bmw") == "BMW"
+    assert official_make("kia") == "Kia"
+    assert official_make("McLaren") == "McLaren"
