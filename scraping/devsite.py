@@ -69,6 +69,7 @@ class FixtureSite:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body are separate writes: no 40 ms ACK stalls
 
             def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
                 pass

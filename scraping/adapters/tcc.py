@@ -20,7 +20,9 @@ from scraping.adapters.base import Link, ParseError, SpecPage, unique
 
 _MAKE_HREF = re.compile(r"/make/new,([^/?#]+)")
 _YEAR = re.compile(r"\b(19[0-9]{2}|20[0-9]{2}|2100)\b")
-_THUMBNAIL = re.compile(r"""[^\s"'<>()\\]*sml[^\s"'<>()\\]*_s\.jpg""", re.I)
+_THUMBNAIL_END = re.compile(r"_s\.jpg", re.I)
+_URL_DELIMITERS = frozenset(" \t\r\n\"'<>()\\,;=")
+_MAX_URL = 2000
 
 
 def _has_class(name: str) -> str:
@@ -123,8 +125,18 @@ class CarConnectionAdapter:
         )
 
     def parse_gallery(self, url: str, html: str) -> list[str]:
+        # Scan for "_s.jpg" and walk back to the start of the URL: linear in the page size, where a
+        # regex like "[^"]*sml[^"]*_s.jpg" backtracks quadratically over long script strings.
+        text = (html or "").replace("\\/", "/")
         large = []
-        for thumbnail in _THUMBNAIL.findall(html or ""):
-            absolute = urljoin(url, thumbnail.replace("&amp;", "&"))
+        for match in _THUMBNAIL_END.finditer(text):
+            start = match.start()
+            limit = max(0, start - _MAX_URL)
+            while start > limit and text[start - 1] not in _URL_DELIMITERS:
+                start -= 1
+            thumbnail = text[start : match.start()]
+            if "sml" not in thumbnail.lower() or not thumbnail:
+                continue
+            absolute = urljoin(url, thumbnail.replace("&amp;", "&") + "_s.jpg")
             large.append(absolute[: -len("_s.jpg")] + "_l.jpg")
         return unique(large)
