@@ -1,0 +1,110 @@
+"""train_classifier / train_gate / evaluate_model / activate_model on tiny generated data."""
+
+import json
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from catalog import services as catalog_services
+from catalog.models import ImageOrigin, ImageView
+from classifier.models import ModelKind, ModelVersion
+from classifier.services.registry import model_version_bundle_dir
+from classifier.services.training import TrainingError, TrainingOptions, classifier_train
+
+pytestmark = pytest.mark.django_db
+
+# A few optimiser steps on 64 px images: enough to exercise the whole pipeline in seconds.
+TINY = [
+    "--crop-size", "64", "--epochs-head", "1", "--epochs-finetune", "1", "--batch-size", "4",
+    "--max-steps-per-epoch", "2", "--no-augment", "--val-fraction", "0.25", "--test-fraction", "0.25",
+]
+
+
+@pytest.fixture
+def tiny_catalog(photo_factory, tmp_path):
+    """Exterior images of three car models (one of them too rare to train on) plus interior shots."""
+    specs = [("Acura", "MDX", 2023, (200, 20, 20), 6), ("Acura", "MDX", 2019, (200, 20, 20), 2),
+             ("Audi", "A4", 2023, (20, 20, 200), 8), ("BMW", "X5", 2023, (20, 200, 20), 2)]
+    seed = 0
+    for make, model, year, colour, count in specs:
+        car_model, _ = catalog_services.car_model_get_or_create(make=make, model=model, year=year)
+        for _ in range(count):
+            seed += 1
+            photo = photo_factory(tmp_path / f"{seed}.jpg", seed=seed, colour=colour)
+            catalog_services.car_image_add(
+                car_model, data=photo.read_bytes(), origin=ImageOrigin.IMPORTED, view=ImageView.EXTERIOR,
+                view_confidence=1.0,
+            )
+        seed += 1
+        inside = photo_factory(tmp_path / f"{seed}.jpg", seed=seed, colour=(250, 250, 250))
+        catalog_services.car_image_add(
+            car_model, data=inside.read_bytes(), origin=ImageOrigin.IMPORTED, view=ImageView.INTERIOR
+        )
+
+
+def test_train_classifier_registers_a_version_with_metrics(tiny_catalog):
+    out = StringIO()
+    call_command("train_classifier", "--min-images-per-class", "4", "--activate", *TINY, stdout=out)
+    version = ModelVersion.objects.get(kind=ModelKind.CLASSIFIER)
+    assert version.is_active
+    assert version.labels == ["Acura MDX", "Audi A4"], "MDX years merge at label level 'model'; X5 is too rare"
+    assert "dropped BMW X5: only 2 images" in out.getvalue()
+    assert 0.0 <= version.metrics["top1"] <= 1.0
+    assert version.metrics["n_train"] + version.metrics["n_val"] + version.metrics["n_test"] == 16
+    assert "ece_calibrated" in version.metrics
+    bundle = model_version_bundle_dir(version)
+    for name in ("weights.safetensors", "bundle.json", "report.csv", "report.md", "confusion_matrix.png", "split.json"):
+        assert (bundle / name).is_file(), name
+    links = dict(version.label_links.values_list("label", "car_model__label"))
+    assert links == {"Acura MDX": "2023 Acura MDX", "Audi A4": "2023 Audi A4"}
+    # Interior shots are never training data.
+    split = json.loads((bundle / "split.json").read_text())
+    assert len(split["train"]) + len(split["val"]) + len(split["test"]) == 16
+
+
+def test_same_images_and_options_reuse_the_trained_bundle(tiny_catalog):
+    options = TrainingOptions(
+        label_level="model-year", min_images_per_class=5, crop_size=64, epochs_head=1, epochs_finetune=0,
+        batch_size=4, max_steps_per_epoch=1, auto_augment=None, val_fraction=0.25, test_fraction=0.25,
+    )
+    first = classifier_train(options)
+    assert first.model_version.labels == ["2023 Acura MDX", "2023 Audi A4"]
+    assert first.training_set.dropped == {"2019 Acura MDX": 2, "2023 BMW X5": 2}
+    assert not first.reused_cached_bundle
+    second = classifier_train(options)
+    assert second.reused_cached_bundle and second.model_version.pk == first.model_version.pk
+    assert ModelVersion.objects.count() == 1
+
+
+def test_train_classifier_explains_when_there_is_too_little_data(tiny_catalog):
+    with pytest.raises(CommandError, match="Need at least 2 classes"):
+        call_command("train_classifier", "--min-images-per-class", "50", *TINY)
+    with pytest.raises(CommandError, match="label level|invalid choice"):
+        call_command("train_classifier", "--label-level", "trim")
+    assert not ModelVersion.objects.exists()
+
+
+def test_evaluate_and_activate_commands(tiny_catalog, tmp_path):
+    call_command("train_classifier", "--min-images-per-class", "4", *TINY, stdout=StringIO())
+    version = ModelVersion.objects.get()
+    assert not version.is_active
+    out = StringIO()
+    call_command("evaluate_model", version.version[:8], "--output", str(tmp_path / "eval"), stdout=out)
+    assert "Evaluated" in out.getvalue() and '"top1"' in out.getvalue()
+    assert (tmp_path / "eval" / "report.csv").is_file()
+    call_command("activate_model", str(version.pk), "--kind", "classifier", stdout=StringIO())
+    version.refresh_from_db()
+    assert version.is_active
+    with pytest.raises(CommandError, match="No model version"):
+        call_command("activate_model", "ffffffffffff")
+
+
+def test_train_gate_needs_every_view(tiny_catalog):
+    with pytest.raises(CommandError, match="every view"):
+        call_command("train_gate", *TINY)
+    with pytest.raises(TrainingError):
+        from classifier.services.training import gate_train
+
+        gate_train(TrainingOptions(min_images_per_class=3))
