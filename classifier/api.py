@@ -9,6 +9,7 @@ are ``{"error": {"code", "message"}}``.
 
 from typing import Any
 
+from django.http import Http404
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import exceptions, mixins, serializers, status, viewsets
 from rest_framework.parsers import FormParser, MultiPartParser
@@ -66,6 +67,8 @@ class ClassificationViewSet(mixins.CreateModelMixin, mixins.RetrieveModelMixin, 
 
     def handle_exception(self, exc: Exception) -> Response:
         """Every error in the same shape as rejected images: {"error": {"code", "message"}}."""
+        if isinstance(exc, Http404):
+            exc = exceptions.NotFound("No classification with this id.")
         response = super().handle_exception(exc)
         if isinstance(exc, exceptions.APIException) and response is not None:
             detail = exc.detail if isinstance(exc.detail, str) else response.data

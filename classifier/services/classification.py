@@ -118,11 +118,11 @@ def classification_create_batch(
                     session_key=session_key or "",
                     user=owner,
                     created_at=timezone.now(),
-                    width=image.width,
-                    height=image.height,
                 )
                 # The name comes from the UUID (see classification_upload_to): never a visitor's file name.
                 classification.image.save("upload.jpg", ContentFile(image.jpeg), save=False)
+                # Known from normalising: set after the save, which would otherwise re-read them from the file.
+                classification.width, classification.height = image.width, image.height
                 stored_files.append(classification)
                 classification.save(force_insert=True)
                 created.append(classification)

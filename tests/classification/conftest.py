@@ -1,0 +1,164 @@
+"""Fixtures for the classification tests: real model bundles (cached across runs), catalog rows, images."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+# Bundles are expensive to build (the gate) or train (the classifier): keep them between runs, keyed
+# by what they are built from, in the machine's temp dir (never in the repository).
+BUNDLE_CACHE = Path(os.environ.get("CARSITE_TEST_BUNDLE_CACHE", Path(tempfile.gettempdir()) / "carsite-classify-tests"))
+CLASSIFIER_CACHE_KEY = "acura-v1"
+MDX_EXTERIOR = "Acura_MDX_2011_42_18_300_37_6_78_68_191_16_AWD_7_4_SUV_AWZ.jpg"
+
+
+def _build_once(target: Path, build) -> Path:
+    """Build into a staging dir and rename it into place, so an interrupted build is never reused."""
+    if (target / "bundle.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.parent / f".{target.name}-{uuid.uuid4().hex[:8]}"
+    try:
+        build(staging)
+        if not (target / "bundle.json").is_file():
+            if target.exists():
+                shutil.rmtree(target)
+            staging.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+@pytest.fixture(scope="session")
+def gate_bundle_dir() -> Path:
+    from ml.gate import build_zero_shot_gate
+
+    return _build_once(BUNDLE_CACHE / "gate-zero-shot", build_zero_shot_gate)
+
+
+def exterior_records(photos_dir: Path) -> list:
+    from ml.data import ManifestRecord
+
+    with (photos_dir / "manifest.csv").open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    return [
+        ManifestRecord(photos_dir / "images" / row["file"], f"{row['make']} {row['model']}")
+        for row in rows
+        if row["view"] == "exterior" and row["subject"] == "labelled-model"
+    ]
+
+
+@pytest.fixture(scope="session")
+def classifier_bundle_dir(tmp_path_factory) -> Path:
+    """A small make-and-model classifier ('Acura MDX', …) trained head-only on the shared photos."""
+    from tests.conftest import SHARED_DATA
+
+    photos = SHARED_DATA / "car-photos"
+    if not (photos / "manifest.csv").is_file():
+        pytest.skip(f"shared car photos not found at {photos}")
+
+    def train(out_dir: Path) -> None:
+        from ml.data import group_near_duplicates, split_grouped
+        from ml.train import TrainConfig, fit_bundle
+
+        records = group_near_duplicates(exterior_records(photos))
+        split = split_grouped(records, val_fraction=0.2, test_fraction=0.0, seed=0)
+        config = TrainConfig(
+            epochs_head=4, epochs_finetune=0, auto_augment=None, batch_size=32, seed=0, warmup_epochs=0
+        )
+        fit_bundle(config, split, out_dir, kind="classifier", work_dir=tmp_path_factory.mktemp("train"), progress=False)
+
+    return _build_once(BUNDLE_CACHE / f"classifier-{CLASSIFIER_CACHE_KEY}", train)
+
+
+@pytest.fixture(autouse=True)
+def _plain_static_files(settings):
+    """Pages render without a collectstatic manifest (the suite runs with DEBUG off)."""
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+
+
+@pytest.fixture
+def models_dir(settings, tmp_path) -> Path:
+    settings.CARSITE_MODELS_DIR = tmp_path / "models"
+    return settings.CARSITE_MODELS_DIR
+
+
+@pytest.fixture
+def clean_runtime():
+    """Each test sees the models its own database activates, not what an earlier test loaded."""
+    from classifier.runtime import clear_loaded_models
+
+    clear_loaded_models()
+    yield
+    clear_loaded_models()
+
+
+ACURA_SPECS = {
+    "MDX": {"msrp_usd": 49550, "horsepower": 290, "mpg_city": 19, "mpg_highway": 26, "seats": 7, "drivetrain": "FWD"},
+    "RDX": {"msrp_usd": 43350, "horsepower": 270, "seats": 5},
+    "TLX": {"msrp_usd": 39950, "horsepower": 270, "seats": 5},
+    "ILX": {"msrp_usd": 28000, "horsepower": 200, "seats": 5},
+    "RLX": {"msrp_usd": 54900, "horsepower": 310, "seats": 5},
+    "NSX": {"msrp_usd": 169500, "horsepower": 573, "seats": 2},
+}
+
+
+@pytest.fixture
+def acura_catalog(db) -> dict:
+    """Catalog car models for the classifier's labels, with MSRP and a few specs."""
+    from catalog.services import car_model_get_or_create, specification_upsert
+
+    created = {}
+    for name, values in ACURA_SPECS.items():
+        values = dict(values)
+        msrp = values.pop("msrp_usd")
+        car_model, _ = car_model_get_or_create(make="Acura", model=name, year=2023, defaults={"msrp_usd": msrp})
+        specification_upsert(car_model, values=values, source="tests")
+        created[name] = car_model
+    car_model, _ = car_model_get_or_create(make="Alfa Romeo", model="4C Spider", year=2020)
+    created["4C Spider"] = car_model
+    return created
+
+
+def _register_and_activate(bundle_dir: Path):
+    from classifier.services.registry import model_version_activate, model_version_register
+
+    return model_version_activate(model_version_register(bundle_dir))
+
+
+@pytest.fixture
+def active_gate(db, models_dir, clean_runtime, gate_bundle_dir):
+    return _register_and_activate(gate_bundle_dir)
+
+
+@pytest.fixture
+def active_classifier(db, models_dir, clean_runtime, acura_catalog, classifier_bundle_dir):
+    return _register_and_activate(classifier_bundle_dir)
+
+
+@pytest.fixture
+def mdx_photo(shared_data) -> bytes:
+    """A real exterior press photo of an Acura MDX."""
+    return (shared_data / "car-photos" / "images" / MDX_EXTERIOR).read_bytes()
+
+
+def image_bytes(fmt: str = "JPEG", size=(320, 240), mode: str = "RGB", color=(200, 30, 30), **save) -> bytes:
+    image = Image.new(mode, size, color)
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **save)
+    return buffer.getvalue()
+
+
+def media_files(root: Path) -> list[Path]:
+    return [p for p in Path(root).rglob("*") if p.is_file()]
