@@ -16,6 +16,7 @@ import email.utils
 import ipaddress
 import logging
 import os
+import re
 import socket
 import threading
 import time
@@ -91,7 +92,11 @@ class FetchResult:
 
     @property
     def text(self) -> str:
-        return self.body.decode("utf-8", errors="replace")
+        match = re.search(r"charset=[\"']?([\w.:-]+)", self.headers.get("content-type", ""), re.I)
+        try:
+            return self.body.decode(match.group(1) if match else "utf-8", errors="replace")
+        except LookupError:  # an unknown charset name
+            return self.body.decode("utf-8", errors="replace")
 
 
 def _is_public(address: str) -> bool:
@@ -254,7 +259,7 @@ class Fetcher:
     def _interval(self, url: str, rate_per_host: float | None) -> float:
         rate = self.config.rate_per_host if rate_per_host is None else rate_per_host
         interval = 1.0 / rate if rate and rate > 0 else 0.0
-        if rate_per_host != 0 and self.config.obey_robots:
+        if self.config.obey_robots:  # a site's Crawl-delay holds even when a run lifts our own limit
             origin = "{0.scheme}://{0.netloc}".format(urlsplit(url)).lower()
             robots = self._robots.get(origin)
             delay = robots.parser.crawl_delay(self.config.user_agent) if robots and robots.parser else None

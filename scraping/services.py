@@ -281,7 +281,9 @@ def _enqueue(run: ScrapeRun, links: Sequence[Link], car_model: CarModel | None =
                     run=run,
                     kind=link.kind,
                     status=PageStatus.PENDING,
-                    car_model=car_model or record.car_model,
+                    # A URL stays with the car model it was first found for (a photo shared by two
+                    # model years must not move between them from one crawl to the next).
+                    car_model_id=record.car_model_id or (car_model.pk if car_model else None),
                     error="",
                     error_code="",
                     attempts=0,
@@ -330,8 +332,8 @@ def _fail(page: PageRecord, code: str, message: str, *, status: int | None = Non
         page.http_status = status if status is not None else page.http_status
         page.save(update_fields=["http_status"])
         _finish(page, PageStatus.SKIPPED if skipped else PageStatus.FAILED, error=message, error_code=code)
-        if page.kind == PageKind.IMAGE and not skipped:
-            _bump(page.run_id, images_failed=1)
+        if page.kind == PageKind.IMAGE:
+            _bump(page.run_id, **({"images_skipped": 1} if skipped else {"images_failed": 1}))
         if not skipped:
             ScrapeRun.objects.filter(pk=page.run_id).update(last_error=f"{page.url}: {message}"[:2000])
 

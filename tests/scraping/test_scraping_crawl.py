@@ -1,10 +1,11 @@
 """End-to-end crawls of real local sites: the catalog filled exactly, every fault recorded, re-crawls idle."""
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from scraping_sites import (
     ALL_CARS,
     AUDI_A4,
+    AUDI_A4_2024,
     EXPECTED_MODELS,
     EXPECTED_PROBLEMS,
     build_fault_site,
@@ -252,3 +253,30 @@ def test_recrawl_task_repeats_successful_runs_with_conditional_requests(site, dj
     assert recrawl.status == RunStatus.DONE and recrawl.years == [2023]
     assert recrawl.pages_unchanged >= 4 and recrawl.specs_saved == 0
     assert CarModel.objects.count() == 1 and CarImage.objects.count() == 2
+
+
+def test_unreachable_index_fails_the_run_with_a_readable_error(site):
+    site.add("/robots.txt", "User-agent: *\nAllow: /\n", content_type="text/plain")
+    run = _crawl(site)  # no /new-cars page: 404
+    assert run.status == RunStatus.FAILED and run.finished_at is not None
+    assert "HTTP 404" in run.last_error and run.pages_failed == 1
+    with pytest.raises(CommandError, match="failed"):
+        call_command("scrape", "--base-url", site.base_url, "--no-progress", "--new")
+
+
+def test_photo_shared_by_two_model_years_stays_with_one_across_crawls(site):
+    build_tcc_site(site, [AUDI_A4, AUDI_A4_2024])
+    gallery_2024 = site.resources["/audi_a4/photos/2024_audi_a4"]
+    gallery_2024.body = gallery_2024.body.replace(b"</div>", b'<img src="/img/sml/2023_audi_a4_1_s.jpg"></div>', 1)
+    _crawl(site)
+    first = catalog_snapshot()
+    shared = [row for row in first["images"] if row[1].endswith("2023_audi_a4_1_l.jpg")]
+    assert len(shared) == 1
+    _crawl(site)
+    assert catalog_snapshot() == first
+
+
+def test_weekly_recrawl_is_scheduled(settings):
+    entry = settings.CELERY_BEAT_SCHEDULE["scraping-recrawl"]
+    assert entry["task"] == tasks.scrape_recrawl.name == "scraping.recrawl"
+    assert entry["schedule"].day_of_week == {1}  # Mondays, by default
