@@ -17,7 +17,7 @@ from PIL import Image
 # by what they are built from, in the machine's temp dir (never in the repository).
 BUNDLE_CACHE = Path(os.environ.get("CARSITE_TEST_BUNDLE_CACHE", Path(tempfile.gettempdir()) / "carsite-classify-tests"))
 CLASSIFIER_CACHE_KEY = "acura-v1"
-MDX_EXTERIOR = "Acura_MDX_2011_42_18_300_37_6_78_68_191_16_AWD_7_4_SUV_AWZ.jpg"
+MDX_EXTERIOR = "Acura_MDX_2011_42_18_300_37_6_78_68_191_16_AWD_7_4_SUV_Eyo.jpg"
 
 
 def _build_once(target: Path, build) -> Path:

@@ -1,0 +1,102 @@
+"""The classification pages in a real browser: headless Chromium against the live server."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from classifier.models import Classification, Feedback
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+
+@pytest.fixture
+def page(live_server):
+    if not shutil.which(CHROMIUM):
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install -y chromium)")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"  # Playwright's sync API runs an event loop in this thread
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync"],
+        )
+        context = browser.new_context(viewport={"width": 1100, "height": 900})
+        page = context.new_page()
+        page.set_default_timeout(60_000)  # the first classification loads both models
+        yield page
+        context.close()
+        browser.close()
+
+
+def test_upload_result_feedback_and_curated_spec(
+    page, live_server, transactional_db, active_gate, active_classifier, acura_catalog, shared_data, tmp_path,
+    django_user_model,
+):
+    from tests.classification.conftest import MDX_EXTERIOR
+
+    # A text file dressed up as a photo: the server refuses it and the page says why.
+    fake = tmp_path / "holiday.jpg"
+    fake.write_text("this is not a photo at all\n" * 10)
+    page.goto(f"{live_server.url}/classify/")
+    page.set_input_files("input[type=file]", str(fake))
+    page.click("#upload-submit")
+    page.wait_for_selector("#upload-error:not([hidden])")
+    assert "not an image" in page.inner_text("#upload-error")
+    assert Classification.objects.count() == 0
+
+    # A real Acura MDX press photo: the result page names it, with its price and specifications.
+    page.set_input_files("input[type=file]", str(shared_data / "car-photos" / "images" / MDX_EXTERIOR))
+    page.click("#upload-submit")
+    page.wait_for_selector("[data-testid=best-match]")
+    assert page.inner_text("[data-testid=best-match]") == "2023 Acura MDX"
+    assert page.inner_text("[data-testid=msrp]") == "$49,550"
+    assert "290 hp" in page.inner_text("[data-spec=horsepower]")
+    assert "%" in page.inner_text("[data-testid=confidence]")
+    assert page.locator("[data-testid=alternatives] li").count() == 4
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "result-page.png"), full_page=True)
+    result_url = page.url
+
+    # The visitor confirms the answer.
+    page.click("[data-testid=confirm]")
+    page.wait_for_selector("[data-testid=feedback-thanks]")
+    feedback = Feedback.objects.get()
+    assert (feedback.car_model.label, feedback.is_confirmation) == ("2023 Acura MDX", True)
+
+    # The visitor's recent photos list the upload.
+    page.goto(f"{live_server.url}/classify/")
+    assert "2023 Acura MDX" in page.inner_text(".recent")
+
+    # A curator corrects the horsepower in the admin; the result page shows the new figure.
+    django_user_model.objects.create_superuser("curator", "curator@example.com", "a-long-curator-password")
+    page.goto(f"{live_server.url}/admin/login/")
+    page.fill("#id_username", "curator")
+    page.fill("#id_password", "a-long-curator-password")
+    page.click("input[type=submit]")
+    page.goto(f"{live_server.url}/admin/catalog/carmodel/{acura_catalog['MDX'].pk}/change/")
+    page.fill("input[name='specs-0-horsepower']", "305")
+    page.click("input[name='_save']")
+    page.wait_for_selector(".messagelist .success")
+    page.goto(result_url)
+    assert "305 hp" in page.inner_text("[data-spec=horsepower]")
+
+
+def test_phone_sized_upload_page(page, live_server, transactional_db):
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(f"{live_server.url}/classify/")
+
+    file_input = page.locator("input[type=file]")
+    assert file_input.get_attribute("accept") == "image/*"
+    # Nothing sticks out sideways on a phone screen.
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    assert page.locator("#dropzone").is_visible()
