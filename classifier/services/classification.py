@@ -138,7 +138,12 @@ def _enqueue_callback(classification_id: uuid.UUID) -> Callable[[], None]:
     def enqueue() -> None:
         from classifier.tasks import classify
 
-        classify.delay(str(classification_id))
+        try:
+            classify.delay(str(classification_id))
+        except Exception:
+            # The upload is committed; say what happened on the job rather than answering with a 500.
+            logger.exception("could not queue classification %s", classification_id)
+            _fail(classification_id, "The photo could not be queued for classification; please try again later.")
 
     return enqueue
 
