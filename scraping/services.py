@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import OperationalError, transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
 from django.utils.text import slugify
@@ -34,6 +34,8 @@ from scraping.models import PageKind, PageRecord, PageStatus, RunStatus, ScrapeR
 logger = logging.getLogger(__name__)
 
 MAX_URL_LENGTH = PageRecord._meta.get_field("url").max_length
+DEADLOCK_RETRIES = 3
+RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})  # deadlock detected, serialization failure
 
 
 # --- runs ----------------------------------------------------------------------------------------
@@ -352,9 +354,17 @@ def page_process(page_id: int, *, fetcher: Fetcher | None = None) -> list[int]:
     fetcher = fetcher or get_fetcher()
     try:
         adapter = get_adapter(page.run.source)
-        if page.kind == PageKind.IMAGE:
-            return _process_image(page, fetcher)
-        return _process_page(page, adapter, fetcher)
+        for attempt in range(DEADLOCK_RETRIES + 1):
+            try:
+                if page.kind == PageKind.IMAGE:
+                    return _process_image(page, fetcher)
+                return _process_page(page, adapter, fetcher)
+            except OperationalError as exc:
+                # Concurrent workers: the database broke a lock cycle by aborting us. Nothing was written.
+                if getattr(exc.__cause__, "sqlstate", None) not in RETRYABLE_SQLSTATES or attempt == DEADLOCK_RETRIES:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+                page.refresh_from_db()
     except FetchError as exc:
         _fail(page, exc.code, str(exc), status=exc.status, skipped=exc.code == "robots_disallowed")
     except NotACarPage as exc:
@@ -430,9 +440,17 @@ def _process_page(page: PageRecord, adapter: SourceAdapter, fetcher: Fetcher) ->
         if spec.gallery_url:
             links.insert(0, Link(PageKind.GALLERY, spec.gallery_url))
         with transaction.atomic():
-            car_model = _apply_spec(run, page, spec)
-            _finish(page, PageStatus.DONE, result=result, links=links, car_model=car_model)
-            return _enqueue(run, links, car_model=car_model)
+            applied = spec_apply(run.source, page.url, spec)
+            _finish(page, PageStatus.DONE, result=result, links=links, car_model=applied.car_model)
+            queued = _enqueue(run, links, car_model=applied.car_model)
+            # Counters last: every transaction locks catalog rows before the run row, so none deadlock.
+            _bump(
+                run.pk,
+                models_created=int(applied.created),
+                models_updated=int(applied.model_changed),
+                specs_saved=int(applied.spec_changed),
+            )
+            return queued
     raise ValueError(f"Unknown page kind {page.kind!r}")
 
 
@@ -463,17 +481,6 @@ def spec_apply(source: str, url: str, spec: SpecPage) -> SpecApplied:
             car_model, values=cleaned.values, raw=raw, source=source
         )
     return SpecApplied(car_model, created, bool(changes) and not created, spec_changed)
-
-
-def _apply_spec(run: ScrapeRun, page: PageRecord, spec: SpecPage) -> CarModel:
-    applied = spec_apply(run.source, page.url, spec)
-    _bump(
-        run.pk,
-        models_created=int(applied.created),
-        models_updated=int(applied.model_changed),
-        specs_saved=int(applied.spec_changed),
-    )
-    return applied.car_model
 
 
 def _process_image(page: PageRecord, fetcher: Fetcher) -> list[int]:
