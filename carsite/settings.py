@@ -248,6 +248,10 @@ SCRAPER_USER_AGENT = env.str(
     "SCRAPER_USER_AGENT", default=f"carsite-scraper/1.0 (+{SCRAPER_CONTACT_URL}; car catalog research)"
 )
 SCRAPER_RATE_PER_HOST = env.float("SCRAPER_RATE_PER_HOST", default=1.0)  # requests/s per host; 0 lifts it
+# Where worker processes share the per-host rate limit; by default the Redis broker, if there is one.
+SCRAPER_RATE_LIMIT_REDIS_URL = env.str(
+    "SCRAPER_RATE_LIMIT_REDIS_URL", default=CELERY_BROKER_URL if CELERY_BROKER_URL.startswith("redis") else ""
+)
 SCRAPER_CONNECT_TIMEOUT = env.float("SCRAPER_CONNECT_TIMEOUT", default=10.0)
 SCRAPER_READ_TIMEOUT = env.float("SCRAPER_READ_TIMEOUT", default=30.0)
 SCRAPER_RETRIES = env.int("SCRAPER_RETRIES", default=3)

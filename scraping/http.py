@@ -56,6 +56,7 @@ class FetcherConfig:
     allowed_private_hosts: tuple[str, ...] = ()
     obey_robots: bool = True
     robots_cache_seconds: float = 3600.0
+    shared_rate_limit_url: str = ""  # Redis URL: one rate limit per host across all worker processes
 
 
 def config_from_settings() -> FetcherConfig:
@@ -74,6 +75,7 @@ def config_from_settings() -> FetcherConfig:
         allowed_private_hosts=tuple(h.lower() for h in settings.SCRAPER_ALLOWED_PRIVATE_HOSTS),
         obey_robots=settings.SCRAPER_OBEY_ROBOTS,
         robots_cache_seconds=settings.SCRAPER_ROBOTS_CACHE_SECONDS,
+        shared_rate_limit_url=settings.SCRAPER_RATE_LIMIT_REDIS_URL,
     )
 
 
@@ -131,15 +133,29 @@ def check_destination(url: str, allowed_private_hosts: tuple[str, ...] = ()) -> 
 
 
 class _RateLimiter:
-    """Spaces requests to one host at least ``interval`` seconds apart (thread-safe)."""
+    """Spaces requests to one host at least ``interval`` seconds apart.
 
-    def __init__(self) -> None:
+    Within a process a lock and a next-slot table do it. With ``redis_url`` (Celery workers) the
+    slot is a Redis key set with NX and a millisecond expiry, so all workers together stay polite.
+    """
+
+    def __init__(self, redis_url: str = "") -> None:
         self._lock = threading.Lock()
         self._next_slot: dict[str, float] = {}
+        self._redis = None
+        if redis_url:
+            import redis
+
+            self._redis = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=2)
 
     def wait(self, host: str, interval: float) -> None:
         if interval <= 0:
             return
+        if self._redis is not None:
+            try:
+                return self._wait_shared(host, interval)
+            except Exception as exc:  # noqa: BLE001 - Redis down: stay polite in this process at least
+                logger.warning("shared rate limit unavailable (%s); limiting per process", exc)
         with self._lock:
             now = time.monotonic()
             slot = max(now, self._next_slot.get(host, 0.0))
@@ -147,6 +163,13 @@ class _RateLimiter:
         delay = slot - time.monotonic()
         if delay > 0:
             time.sleep(delay)
+
+    def _wait_shared(self, host: str, interval: float) -> None:
+        key = f"carsite:scraper:slot:{host}"
+        milliseconds = max(1, int(interval * 1000))
+        while not self._redis.set(key, "1", nx=True, px=milliseconds):
+            remaining = self._redis.pttl(key)
+            time.sleep(max(remaining, 1) / 1000 if remaining and remaining > 0 else 0.001)
 
 
 @dataclass
@@ -176,7 +199,7 @@ class Fetcher:
         self.session = requests.Session()
         self.session.headers.update({"User-Agent": config.user_agent, "Accept-Encoding": "gzip, deflate"})
         self.session.trust_env = False  # no proxy from the environment can bypass the address guard
-        self._limiter = _RateLimiter()
+        self._limiter = _RateLimiter(config.shared_rate_limit_url)
         self._robots: dict[str, _Robots] = {}
         self._robots_lock = threading.Lock()
 

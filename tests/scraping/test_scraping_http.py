@@ -135,3 +135,22 @@ def test_unreadable_robots_means_no_crawl(site, fetcher):
         fetcher.get(site.url("/page"))
     assert error.value.code == "robots_unavailable"
     assert site.hits["/page"] == 0
+
+
+def test_rate_limit_is_shared_between_processes_through_redis(open_site, scraper_settings):
+    import redis
+
+    url = "redis://127.0.0.1:6379/13"
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+    except redis.RedisError:
+        pytest.skip("needs Redis")
+    scraper_settings.SCRAPER_RATE_LIMIT_REDIS_URL = url
+    # Two fetchers stand for two worker processes: separate sessions and in-process limiters.
+    first, second = Fetcher(config_from_settings()), Fetcher(config_from_settings())
+    first.get(open_site.url("/page"))
+    second.get(open_site.url("/page"))  # both have robots.txt now
+    started = time.monotonic()
+    for fetcher in (first, second, first, second):
+        fetcher.get(open_site.url("/page"), rate_per_host=5)
+    assert time.monotonic() - started >= 0.55  # 4 requests, 0.2 s apart, whichever process sends them
