@@ -269,6 +269,11 @@ SCRAPER_RECRAWL_CRON = env.str("SCRAPER_RECRAWL_CRON", default="0 4 * * 1")
 if SCRAPER_RECRAWL_CRON.strip():
     from celery.schedules import crontab as _crontab
 
+    if len(SCRAPER_RECRAWL_CRON.split()) != 5:
+        raise ImproperlyConfigured(
+            f"SCRAPER_RECRAWL_CRON={SCRAPER_RECRAWL_CRON!r} must have five fields: "
+            "minute hour day-of-month month day-of-week (e.g. '0 4 * * 1'), or be empty to disable the re-crawl."
+        )
     _minute, _hour, _day_of_month, _month, _day_of_week = SCRAPER_RECRAWL_CRON.split()
     CELERY_BEAT_SCHEDULE["scraping-recrawl"] = {
         "task": "scraping.recrawl",
