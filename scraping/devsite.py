@@ -35,6 +35,17 @@ class Resource:
     validators: bool = True  # send ETag / Last-Modified and answer conditional requests with 304
 
 
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        # Clients that time out or are reset on purpose are part of the test, not server errors.
+        import sys
+
+        if not isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
+            super().handle_error(request, client_address)
+
+
 class FixtureSite:
     """Serves ``resources`` (path → Resource) on a random loopback port while started."""
 
@@ -77,8 +88,7 @@ class FixtureSite:
             def do_GET(self) -> None:  # noqa: N802 - stdlib name
                 site._handle(self)
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
+        self._server = _QuietServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         return self
 
