@@ -261,11 +261,12 @@ def _train_and_register(
     activate: bool,
     progress: bool,
     notes: str,
+    reuse_cached: bool,
 ) -> TrainingOutcome:
     fingerprint = _fingerprint(training_set, kind, options)
     output = models_dir() / "trained" / kind / fingerprint
     output.parent.mkdir(parents=True, exist_ok=True)
-    reused = _cached_bundle(output)
+    reused = reuse_cached and _cached_bundle(output)
     if reused:
         logger.info("reusing the bundle trained earlier on the same images and options: %s", output)
     else:
@@ -280,7 +281,12 @@ def _train_and_register(
 
 
 def classifier_train(
-    options: TrainingOptions, *, activate: bool = False, progress: bool = False, notes: str = ""
+    options: TrainingOptions,
+    *,
+    activate: bool = False,
+    progress: bool = False,
+    notes: str = "",
+    reuse_cached: bool = True,
 ) -> TrainingOutcome:
     """Train a car model classifier on the catalog's exterior images and register it (optionally activate).
 
@@ -315,11 +321,17 @@ def classifier_train(
         activate=activate,
         progress=progress,
         notes=notes or default_notes,
+        reuse_cached=reuse_cached,
     )
 
 
 def gate_train(
-    options: TrainingOptions, *, activate: bool = False, progress: bool = False, notes: str = ""
+    options: TrainingOptions,
+    *,
+    activate: bool = False,
+    progress: bool = False,
+    notes: str = "",
+    reuse_cached: bool = True,
 ) -> TrainingOutcome:
     """Train the 3-class gate (exterior / interior / other) on catalog images whose view is known."""
     queryset = CarImage.objects.filter(view__in=GATE_LABELS).select_related("car_model__manufacturer")
@@ -349,6 +361,7 @@ def gate_train(
         activate=activate,
         progress=progress,
         notes=notes or f"trained gate on {_describe(training_set.counts)}",
+        reuse_cached=reuse_cached,
     )
 
 
