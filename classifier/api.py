@@ -116,9 +116,8 @@ class ClassificationViewSet(mixins.CreateModelMixin, mixins.RetrieveModelMixin, 
         except ImageRejected as exc:
             return _error(exc.code, str(exc), 400)
         context = self.get_serializer_context()
-        jobs = ClassificationSerializer(
-            [classification_queryset().get(pk=c.pk) for c in created], many=True, context=context
-        ).data
+        # Freshly created jobs have no predictions yet: serialise them as they are, without re-reading.
+        jobs = ClassificationSerializer(created, many=True, context=context).data
         body: Any = jobs[0] if len(files) == 1 else {"results": jobs}
         return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": jobs[0]["url"]})
 

@@ -7,7 +7,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from classifier.models import Classification
+from classifier.models import Classification, ClassificationStatus
 from classifier.selectors import classifications as selectors
 
 
@@ -136,6 +136,8 @@ class ClassificationSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(ResultSerializer(allow_null=True))
     def get_result(self, obj: Classification) -> dict[str, Any] | None:
+        if obj.status in (ClassificationStatus.QUEUED, ClassificationStatus.RUNNING):
+            return None  # nothing to show yet; skips the queries a finished job needs
         result = selectors.classification_result(obj, with_galleries=False)
         if not result.finished:
             return None

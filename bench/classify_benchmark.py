@@ -1,0 +1,324 @@
+"""Classification service benchmark on the production topology of this machine.
+
+    .venv/bin/python bench/classify_benchmark.py [--classifier-bundle DIR] [--gate-bundle DIR]
+        [--clients 20] [--uploads 200] [--sequential 30]
+
+Starts gunicorn (the project's WSGI app) and one Celery worker (prefork, 2 processes) against a
+temporary PostgreSQL database and a dedicated Redis db, with a temporary MEDIA_ROOT and models dir
+(nothing of var/ is touched; everything is removed at the end). Prints:
+
+- time from worker start to its first result (target ≤ 10 s)
+- the worker's resident memory with both models loaded (target ≤ 1.5 GB)
+- end-to-end latency p50/p99 with a warm worker, one upload at a time (target p50 ≤ compute + 100 ms)
+- upload accept latency p50/p99 under N concurrent clients (target p99 ≤ 100 ms)
+- worker throughput in images/s (target ≥ 90 % of 2 cores / compute time per image)
+
+Without --classifier-bundle it uses the small classifier the classification tests cache in the
+temp dir, or trains none and benchmarks the gate alone (said in the output).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+PYTHON = sys.executable
+DEFAULT_CACHE = Path(tempfile.gettempdir()) / "carsite-classify-tests"
+REDIS_DB = 14
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except FileNotFoundError:
+        pass
+    return 0.0
+
+
+def pss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) / 1024
+    except FileNotFoundError:
+        pass
+    return 0.0
+
+
+def children(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except FileNotFoundError:
+        return []
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--gate-bundle", type=Path, default=DEFAULT_CACHE / "gate-zero-shot")
+    parser.add_argument("--classifier-bundle", type=Path, default=DEFAULT_CACHE / "classifier-acura-v1")
+    parser.add_argument("--photos", type=Path, default=REPO.parent / "shared" / "data" / "car-photos" / "images")
+    parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument("--uploads", type=int, default=200)
+    parser.add_argument("--sequential", type=int, default=30)
+    parser.add_argument("--postgres", default="postgres://postgres@127.0.0.1:5432")
+    parser.add_argument("--redis", default=f"redis://127.0.0.1:6379/{REDIS_DB}")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="carsite-classify-bench-"))
+    db_name = f"carsite_bench_{os.getpid()}"
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"{args.postgres}/{db_name}",
+        "CELERY_BROKER_URL": args.redis,
+        "MEDIA_ROOT": str(work / "media"),
+        "CARSITE_MODELS_DIR": str(work / "models"),
+        "STATIC_ROOT": str(work / "static"),
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        "DEBUG": "0",
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "SECURE_SSL_REDIRECT": "0",
+        "SECURE_COOKIES": "0",
+        "CLASSIFY_ANON_RATE": "1000000/minute",
+        "CARSITE_TORCH_THREADS": "1",
+        "CONN_MAX_AGE": "60",
+        "LOG_LEVEL": "WARNING",
+    }
+    os.environ.update(env)
+    os.environ["DJANGO_SETTINGS_MODULE"] = "carsite.settings"
+
+    import psycopg
+    import redis
+    import requests
+
+    with psycopg.connect(f"{args.postgres}/postgres", autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{db_name}"')
+    redis_client = redis.Redis.from_url(args.redis)
+    redis_client.flushdb()
+    processes: list[subprocess.Popen] = []
+    try:
+        import django
+
+        django.setup()
+        from django.core.management import call_command
+
+        call_command("migrate", verbosity=0)
+        call_command("collectstatic", interactive=False, verbosity=0)
+        from catalog.services import car_model_get_or_create
+        from classifier.models import Classification, ClassificationStatus
+        from classifier.services.registry import model_version_activate, model_version_register
+
+        if not (args.gate_bundle / "bundle.json").is_file():
+            from ml.gate import build_zero_shot_gate
+
+            build_zero_shot_gate(args.gate_bundle)
+        model_version_activate(model_version_register(args.gate_bundle))
+        has_classifier = (args.classifier_bundle / "bundle.json").is_file()
+        if has_classifier:
+            for name in ("ILX", "MDX", "NSX", "RDX", "RLX", "TLX"):
+                car_model_get_or_create(make="Acura", model=name, year=2023)
+            model_version_activate(model_version_register(args.classifier_bundle))
+        photos = sorted(p for p in args.photos.glob("*.jpg"))
+        if not photos:
+            print(f"no photos under {args.photos}", file=sys.stderr)
+            return 2
+        payloads = [p.read_bytes() for p in photos]
+
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        logs = work / "logs"
+        logs.mkdir()
+        processes.append(
+            subprocess.Popen(
+                [PYTHON, "-m", "gunicorn", "carsite.wsgi", "-b", f"127.0.0.1:{port}", "-w", "2",
+                 "--worker-class", "gthread", "--threads", "10", "--log-level", "warning"],
+                cwd=REPO, env=env, stdout=(logs / "gunicorn.log").open("wb"), stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
+        session = requests.Session()
+        for _ in range(200):
+            try:
+                if session.get(f"{base}/classify/", timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        else:
+            print("gunicorn did not start:\n" + (logs / "gunicorn.log").read_text()[-3000:], file=sys.stderr)
+            return 2
+
+        local = threading.local()
+
+        def upload(data: bytes) -> tuple[float, str, float]:
+            if not hasattr(local, "session"):
+                local.session = requests.Session()
+            started_wall = time.time()
+            started = time.perf_counter()
+            response = local.session.post(
+                f"{base}/api/v1/classifications/", files={"image": ("car.jpg", data, "image/jpeg")}, timeout=30
+            )
+            elapsed = (time.perf_counter() - started) * 1000
+            if response.status_code != 202:
+                raise RuntimeError(f"upload answered {response.status_code}: {response.text[:200]}")
+            return elapsed, response.json()["id"], started_wall
+
+        def wait_done(ids: list[str], timeout: float) -> None:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                finished = Classification.objects.filter(
+                    pk__in=ids, status__in=[ClassificationStatus.DONE, ClassificationStatus.FAILED]
+                ).count()
+                if finished == len(ids):
+                    return
+                time.sleep(0.005)
+            raise TimeoutError(f"{len(ids)} jobs did not finish in {timeout} s")
+
+        # 1. Worker start to first result: the job is queued before the worker exists.
+        _, first_id, _ = upload(payloads[0])
+        worker_started = time.time()
+        worker = subprocess.Popen(
+            [PYTHON, "-m", "celery", "-A", "carsite", "worker", "-Q", "default,ml", "-c", "2", "--pool", "prefork",
+             "-l", "warning", "-n", f"bench-{os.getpid()}@%h"],
+            cwd=REPO, env=env, stdout=(logs / "worker.log").open("wb"), stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        processes.append(worker)
+        wait_done([first_id], timeout=120)
+        first = Classification.objects.get(pk=first_id)
+        time_to_first = first.finished_at.timestamp() - worker_started
+
+        # Warm both pool processes before measuring memory and latency.
+        warm_ids = [upload(payloads[i % len(payloads)])[1] for i in range(6)]
+        wait_done(warm_ids, timeout=120)
+        time.sleep(1)
+        child_rss = [rss_mb(pid) for pid in children(worker.pid)]
+        parent_rss = rss_mb(worker.pid)
+        total_pss = pss_mb(worker.pid) + sum(pss_mb(pid) for pid in children(worker.pid))
+
+        # 2. End to end, one at a time, warm worker.
+        e2e, compute, accept_single = [], [], []
+        for i in range(args.sequential):
+            elapsed, job_id, started_wall = upload(payloads[(i * 7) % len(payloads)])
+            accept_single.append(elapsed)
+            wait_done([job_id], timeout=60)
+            job = Classification.objects.get(pk=job_id)
+            e2e.append((job.finished_at.timestamp() - started_wall) * 1000)
+            compute.append((job.decode_ms or 0) + (job.gate_ms or 0) + (job.classifier_ms or 0))
+
+        # 3. Accept latency under concurrent clients, first with the worker busy on the same 2 cores
+        #    (what a visitor sees at peak), then with the worker stopped (the web tier alone).
+        def concurrent_uploads(count: int) -> tuple[list[float], list[str]]:
+            with ThreadPoolExecutor(max_workers=args.clients) as pool:
+                results = list(pool.map(upload, [payloads[i % len(payloads)] for i in range(count)]))
+            return [elapsed for elapsed, _, _ in results], [job_id for _, job_id, _ in results]
+
+        accept_busy, busy_ids = concurrent_uploads(args.uploads // 2)
+        wait_done(busy_ids, timeout=600)
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(timeout=60)
+        accept_idle, ids = concurrent_uploads(args.uploads)
+
+        # 4. Throughput: a fresh worker drains the backlog; measured from its first job's start
+        #    (after the models are loaded) to the last job's end.
+        restarted = time.time()
+        worker = subprocess.Popen(
+            [PYTHON, "-m", "celery", "-A", "carsite", "worker", "-Q", "default,ml", "-c", "2", "--pool", "prefork",
+             "-l", "warning", "-n", f"bench2-{os.getpid()}@%h"],
+            cwd=REPO, env=env, stdout=(logs / "worker2.log").open("wb"), stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        processes.append(worker)
+        wait_done(ids, timeout=600)
+        jobs = list(
+            Classification.objects.filter(pk__in=ids).values(
+                "started_at", "finished_at", "status", "decode_ms", "gate_ms", "classifier_ms", "total_ms"
+            )
+        )
+        loaded_compute = statistics.median((j["decode_ms"] or 0) + (j["gate_ms"] or 0) + (j["classifier_ms"] or 0)
+                                           for j in jobs)
+        loaded_total = statistics.median(j["total_ms"] or 0 for j in jobs)
+        failed = sum(1 for job in jobs if job["status"] != ClassificationStatus.DONE)
+        first_start = min(j["started_at"] for j in jobs)
+        span = (max(j["finished_at"] for j in jobs) - first_start).total_seconds()
+        throughput = len(jobs) / span
+        restart_to_first = min(j["finished_at"] for j in jobs).timestamp() - restarted
+        compute_ms = statistics.median(compute)
+        bound = 2 / (compute_ms / 1000)
+
+        print("carsite classification benchmark")
+        print(f"  machine: {os.cpu_count()} CPUs; gunicorn 2 x 10 threads; celery prefork -c 2, torch 1 thread each")
+        print(f"  models: gate {args.gate_bundle.name}" + (f", classifier {args.classifier_bundle.name}"
+                                                          if has_classifier else ", NO classifier"))
+        print(f"  worker start -> first result:  {time_to_first:6.2f} s cold, {restart_to_first:.2f} s on restart "
+              "(target <= 10 s)")
+        print(f"  worker RSS, models loaded:     {parent_rss + sum(child_rss):6.0f} MB total "
+              f"(parent {parent_rss:.0f} MB + children {', '.join(f'{r:.0f}' for r in child_rss)} MB) "
+              f"(target <= 1536 MB); PSS {total_pss:.0f} MB")
+        print(f"  compute per image (median):    {compute_ms:6.1f} ms (decode + gate + classifier)")
+        print(f"  end-to-end latency, warm:      p50 {percentile(e2e, .5):6.1f} ms  p99 {percentile(e2e, .99):6.1f} ms"
+              f"   (target p50 <= {compute_ms + 100:.0f} ms)")
+        print(f"  upload accept, 1 client:       p50 {percentile(accept_single, .5):6.1f} ms  "
+              f"p99 {percentile(accept_single, .99):6.1f} ms   ({len(accept_single)} uploads, one at a time)")
+        for label, accept in (("worker busy", accept_busy), ("worker stopped", accept_idle)):
+            print(f"  upload accept, {args.clients} clients, {label + ':':15s} p50 {percentile(accept, .5):6.1f} ms  "
+                  f"p99 {percentile(accept, .99):6.1f} ms   (target p99 <= 100 ms; {len(accept)} uploads)")
+        print(f"  worker throughput:             {throughput:6.2f} images/s  = {throughput / bound:.0%} of the "
+              f"{bound:.2f}/s that 2 cores allow at {compute_ms:.0f} ms/image (target >= 90%)")
+        print(f"  while draining the backlog:    compute {loaded_compute:.0f} ms/image, "
+              f"whole job {loaded_total:.0f} ms "
+              f"in the service (2 jobs at a time); machine load average {os.getloadavg()[0]:.1f}")
+        if failed:
+            print(f"  WARNING: {failed} jobs failed")
+        return 0
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+        try:
+            from django.db import connections
+
+            connections.close_all()
+        except Exception:
+            pass
+        with psycopg.connect(f"{args.postgres}/postgres", autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+        redis_client.flushdb()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
