@@ -108,3 +108,32 @@ def test_train_gate_needs_every_view(tiny_catalog):
         from classifier.services.training import gate_train
 
         gate_train(TrainingOptions(min_images_per_class=3))
+
+
+def test_train_gate_on_known_views(photo_factory, tmp_path):
+    car_model, _ = catalog_services.car_model_get_or_create(make="Acura", model="MDX", year=2023)
+    colours = {ImageView.EXTERIOR: (200, 30, 30), ImageView.INTERIOR: (30, 30, 30), ImageView.OTHER: (30, 200, 200)}
+    seed = 0
+    for view, colour in colours.items():
+        for _ in range(4):
+            seed += 1
+            photo = photo_factory(tmp_path / f"{seed}.jpg", seed=seed, colour=colour)
+            catalog_services.car_image_add(
+                car_model, data=photo.read_bytes(), origin=ImageOrigin.IMPORTED, view=view, view_confidence=1.0
+            )
+    out = StringIO()
+    call_command("train_gate", "--min-images-per-class", "3", "--activate", *TINY, stdout=out)
+    gate = ModelVersion.objects.get(kind=ModelKind.GATE)
+    assert gate.is_active and gate.labels == ["exterior", "interior", "other"]
+    assert "n_test" in gate.metrics and "Trained" in out.getvalue()
+    assert not gate.label_links.exclude(car_model=None).exists()
+
+
+def test_train_classifier_task_runs_the_same_service(tiny_catalog):
+    from classifier import tasks
+
+    options = {"min_images_per_class": 4, "crop_size": 64, "epochs_head": 1, "epochs_finetune": 0, "batch_size": 4,
+               "max_steps_per_epoch": 1, "auto_augment": None, "val_fraction": 0.25, "test_fraction": 0.25}
+    tasks.train_classifier.delay(options, activate=True)
+    version = ModelVersion.objects.get(kind=ModelKind.CLASSIFIER)
+    assert version.is_active and version.labels == ["Acura MDX", "Audi A4"]
