@@ -70,3 +70,42 @@ def test_resume_refuses_other_labels(shapes: list[ManifestRecord], tmp_path: Pat
     train(cfg, shapes[::6], [], SHAPE_CLASSES, tmp_path, progress=False)
     with pytest.raises(ValueError, match="labels"):
         train(cfg, shapes[::6], [], list(reversed(SHAPE_CLASSES)), tmp_path, progress=False, resume=True)
+
+
+def test_finetune_optimizer_gives_the_head_its_own_learning_rate() -> None:
+    from ml.models import create_model, head_parameters
+    from ml.train import _make_optimizer
+
+    model = create_model("efficientnet_lite0", 3, weights=None)
+    head = list(head_parameters(model))
+    opt = _make_optimizer(_cfg(weight_decay=0.01), list(model.parameters()), 1e-4, head, head_lr_mult=10.0)
+    head_ids = {id(p) for p in head}
+    seen = 0
+    for group in opt.param_groups:
+        kinds = {id(p) in head_ids for p in group["params"]}
+        assert len(kinds) == 1  # a group is all head or all backbone
+        assert group["lr"] == pytest.approx(1e-3 if kinds.pop() else 1e-4)
+        # norms and biases (1-D) are never decayed
+        assert group["weight_decay"] == (0.01 if group["params"][0].ndim > 1 else 0.0)
+        seen += len(group["params"])
+    assert seen == len(list(model.parameters()))
+
+
+@pytest.mark.parametrize("freeze_bn", [True, False])
+def test_freeze_bn_keeps_pretrained_batchnorm_statistics_during_finetune(
+    shapes: list[ManifestRecord], tmp_path: Path, freeze_bn: bool
+) -> None:
+    from ml.models import create_model
+
+    cfg = _cfg(epochs_head=0, epochs_finetune=1, max_steps_per_epoch=1, batch_size=8, freeze_bn=freeze_bn)
+    res = train(cfg, shapes[::6], [], SHAPE_CLASSES, tmp_path, progress=False)
+    pretrained = create_model("efficientnet_lite0", len(SHAPE_CLASSES), "imagenet").state_dict()
+    trained = res.model.state_dict()
+    stats = [k for k in trained if k.endswith("running_mean")]
+    moved = [k for k in stats if not torch.equal(trained[k], pretrained[k])]
+    if freeze_bn:
+        assert moved == []
+    else:
+        assert len(moved) == len(stats)
+    # the weights themselves were trained either way
+    assert not torch.equal(trained["stem.0.weight"], pretrained["stem.0.weight"])
