@@ -88,6 +88,16 @@ def _plain_static_files(settings):
     }
 
 
+@pytest.fixture(autouse=True)
+def _fresh_throttle_counts():
+    """Upload throttling counts per client in the cache: every test starts with a full allowance."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()
+
+
 @pytest.fixture
 def models_dir(settings, tmp_path) -> Path:
     settings.CARSITE_MODELS_DIR = tmp_path / "models"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from django.core.cache import cache
 from django.core.files.uploadedfile import SimpleUploadedFile
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
@@ -17,13 +16,6 @@ URL = "/api/v1/classifications/"
 
 def _jpeg(name: str = "car.jpg", colour=(200, 30, 30)) -> SimpleUploadedFile:
     return SimpleUploadedFile(name, image_bytes("JPEG", color=colour), content_type="image/jpeg")
-
-
-@pytest.fixture(autouse=True)
-def _fresh_throttle_cache():
-    cache.clear()
-    yield
-    cache.clear()
 
 
 def test_post_one_photo_answers_202_with_location(client, django_capture_on_commit_callbacks):
@@ -141,3 +133,19 @@ def test_schema_documents_the_upload(client):
     assert {"202", "400", "429"} <= set(post["responses"])
     assert post["security"] and {} in post["security"]  # anonymous allowed
     assert "get" in schema["paths"][f"{URL}{{id}}/"]
+
+
+def test_broker_down_marks_the_job_failed_instead_of_a_500(client, monkeypatch, django_capture_on_commit_callbacks):
+    from classifier import tasks
+
+    def broker_down(*args, **kwargs):
+        raise ConnectionRefusedError("broker unreachable")
+
+    monkeypatch.setattr(tasks.classify, "delay", broker_down)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(URL, {"image": _jpeg()})
+
+    assert response.status_code == 202
+    job = client.get(response["Location"]).json()
+    assert job["status"] == "failed"
+    assert "could not be queued" in job["error"]

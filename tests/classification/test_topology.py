@@ -46,11 +46,18 @@ def redis_broker():
     from carsite.celery import app
 
     saved = {key: app.conf[key] for key in ("task_always_eager", "broker_url")}
-    # Eager tests never opened a broker connection, so the pool is created for this broker on first use.
     app.conf.update(task_always_eager=False, broker_url=REDIS_URL)
+    _forget_broker_connections(app)
     yield client
     app.conf.update(saved)
+    _forget_broker_connections(app)
     client.flushdb()
+
+
+def _forget_broker_connections(app) -> None:
+    """Publishing must use the broker configured now, not a pool an earlier test created for another URL."""
+    app._pool = None
+    app.amqp._producer_pool = None
 
 
 class Workers:
