@@ -31,7 +31,7 @@ from django.utils import timezone
 from PIL import Image
 
 from catalog import imaging
-from catalog.naming import LabelError, parse_label
+from catalog.naming import MULTI_WORD_MAKES, LabelError, official_make, parse_label
 from classifier.models import (
     Classification,
     ClassificationPrediction,
@@ -186,10 +186,15 @@ def _test_delay() -> None:
 
 
 def _make_of(label: str) -> str:
+    """The make in a '2023 Alfa Romeo Giulia' or an 'Alfa Romeo Giulia' label."""
     try:
         return parse_label(label).make
     except LabelError:
-        return label.split(" ")[0]
+        pass
+    for make in MULTI_WORD_MAKES:
+        if label.lower().startswith(make.lower() + " "):
+            return make
+    return official_make(label.split(" ")[0])
 
 
 def make_fallback_from(probabilities: Sequence[tuple[str, float]], limit: int = 3) -> list[dict[str, Any]]:

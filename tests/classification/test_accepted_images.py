@@ -94,3 +94,20 @@ def test_accepted_image_is_stored_upright_rgb_jpeg(case):
     for xy, colour in pixels.items():
         actual = image.getpixel(xy)
         assert all(abs(a - e) <= 40 for a, e in zip(actual, COLOURS[colour], strict=True)), (xy, actual, colour)
+
+
+def test_make_fallback_sums_probabilities_per_make():
+    from classifier.services.classification import make_fallback_from
+
+    fallback = make_fallback_from(
+        [
+            ("Acura MDX", 0.30),
+            ("Alfa Romeo 4C Spider", 0.25),
+            ("Acura RDX", 0.20),
+            ("2023 Alfa Romeo Giulia", 0.15),
+            ("bmw X5", 0.10),
+        ]
+    )
+
+    assert [item["make"] for item in fallback] == ["Acura", "Alfa Romeo", "BMW"]
+    assert [item["probability"] for item in fallback] == pytest.approx([0.50, 0.40, 0.10])
