@@ -42,7 +42,16 @@ def test_upload_result_feedback_and_curated_spec(
     page, live_server, transactional_db, active_gate, active_classifier, acura_catalog, shared_data, tmp_path,
     django_user_model,
 ):
+    from catalog.services import car_image_add
     from tests.classification.conftest import MDX_EXTERIOR
+
+    images = shared_data / "car-photos" / "images"
+    mdx = acura_catalog["MDX"]
+    for name, view in (
+        ("Acura_MDX_2011_42_18_300_37_6_78_68_191_16_AWD_7_4_SUV_BqQ.jpg", "exterior"),
+        ("Acura_MDX_2019_44_18_290_35_6_77_67_196_20_FWD_7_4_SUV_yPQ.jpg", "interior"),
+    ):
+        car_image_add(mdx, data=(images / name).read_bytes(), origin="imported", view=view)
 
     # A text file dressed up as a photo: the server refuses it and the page says why.
     fake = tmp_path / "holiday.jpg"
@@ -63,9 +72,16 @@ def test_upload_result_feedback_and_curated_spec(
     assert "290 hp" in page.inner_text("[data-spec=horsepower]")
     assert "%" in page.inner_text("[data-testid=confidence]")
     assert page.locator("[data-testid=alternatives] li").count() == 4
+    assert page.locator("[data-testid=exterior-gallery] img").count() == 1
+    assert page.locator("[data-testid=interior-gallery] img").count() == 1
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "result-page.png"), full_page=True)
     result_url = page.url
+    # The same page on a phone: one column, nothing sticking out sideways.
+    page.set_viewport_size({"width": 390, "height": 844})
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    page.screenshot(path=str(ARTIFACTS / "result-page-phone.png"), full_page=True)
+    page.set_viewport_size({"width": 1100, "height": 900})
 
     # The visitor confirms the answer.
     page.click("[data-testid=confirm]")
@@ -100,3 +116,25 @@ def test_phone_sized_upload_page(page, live_server, transactional_db):
     # Nothing sticks out sideways on a phone screen.
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
     assert page.locator("#dropzone").is_visible()
+
+
+def test_result_page_turns_from_progress_into_result_without_reload(
+    page, live_server, transactional_db, active_gate, active_classifier, mdx_photo
+):
+    from unittest import mock
+
+    from classifier.services.classification import Upload, classification_create, classification_run
+
+    # Queue a job without running it, as if the worker had not picked it up yet.
+    with mock.patch("classifier.services.classification._enqueue_callback", return_value=lambda: None):
+        classification = classification_create(Upload(mdx_photo, "mdx.jpg"))
+    page.goto(f"{live_server.url}/classify/{classification.pk}/")
+    assert page.get_attribute("[data-testid=result]", "data-outcome") == "pending"
+    assert "in the queue" in page.inner_text("#result-panel")
+    page.evaluate("window.__sameDocument = true")
+
+    classification_run(classification.pk)
+
+    page.wait_for_selector("[data-testid=best-match]")
+    assert page.inner_text("[data-testid=best-match]") == "2023 Acura MDX"
+    assert page.evaluate("window.__sameDocument") is True  # swapped in place, no reload
