@@ -7,9 +7,11 @@ part is only ever used for the final scores (temperature/threshold/epoch selecti
 
 How carsite's recipe (ml.train.TrainConfig's defaults) was chosen, on train/val only (val accuracy
 over 41 photos, so one photo = 2.4 points): a 12-epoch head phase at lr 1e-2, batch 16, reached
-80.5% val (6 epochs at 3e-3 stalled near 57%); fine-tuning everything at 1e-4 with a 10x head LR
-dropped val to 61-66%, at 2e-5 it held 78-80% with a lower val loss; efficientnet_lite2 (head only)
-reached 68% val, so lite0 stays. Eval preset: resize 256 / crop 224 beat resize 224 or 240 on val.
+80.5% val (the earlier 6 epochs at 3e-3, batch 24, stalled near 57%); fine-tuning everything at 1e-4 with a 10x head LR
+ended at 63% val; at 2e-5 val dipped to 68% for two epochs, then held 78-80% at a lower val loss
+(0.70 vs 0.80), and selection (best val accuracy, ties to lower val loss) keeps its epoch 3;
+efficientnet_lite2 (head only) reached 68% val, so lite0 stays. Eval preset: resize 256 / crop 224
+beat resize 224 or 240 on val (80.5% vs 75.6%).
 """
 
 from __future__ import annotations
