@@ -102,6 +102,11 @@ class Bundle:
         return model.to(device).eval()
 
 
+# softmax: one class per output; imagenet_groups: ImageNet classes summed into groups (zero-shot gate);
+# hybrid_gate: ImageNet head and a trained view head side by side on one backbone (see ml.gate).
+BUNDLE_MODES = ("softmax", "imagenet_groups", "hybrid_gate")
+
+
 def save_bundle(
     out_dir: str | Path,
     model: nn.Module,
@@ -122,8 +127,8 @@ def save_bundle(
     """Write the bundle directory (overwriting bundle files in it) and return the loaded Bundle."""
     if kind not in ("gate", "classifier"):
         raise ValueError("kind must be 'gate' or 'classifier'")
-    if mode not in ("softmax", "imagenet_groups"):
-        raise ValueError("mode must be 'softmax' or 'imagenet_groups'")
+    if mode not in BUNDLE_MODES:
+        raise ValueError(f"mode must be one of {', '.join(BUNDLE_MODES)}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model = model.module if hasattr(model, "module") else model  # unwrap DDP

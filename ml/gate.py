@@ -34,6 +34,13 @@ INTERIOR_CLASSES = ["seat belt", "odometer", "car mirror", "CD player", "cassett
 DEFAULT_GROUP_WEIGHTS = {"exterior": 1.0, "interior": 10.0, "other": 1.0}
 
 
+# Everything that says "this photo shows a car, inside or out" to ImageNet, details included. Photos of
+# cars (all views) put at least ~12% of their ImageNet probability here; a portrait or a flower ~0.5%.
+CAR_RELATED_CLASSES = [*EXTERIOR_CLASSES, *INTERIOR_CLASSES, "car wheel", "disk brake", "tape player", "motor scooter"]
+# At or above this car-related mass the trained view head is trusted fully; below, "other" takes the rest.
+CAR_MASS_SCALE = 0.2
+
+
 def imagenet_groups() -> dict[str, list[int]]:
     idx = {name: i for i, name in enumerate(IMAGENET_CLASSES)}
     missing = [n for n in EXTERIOR_CLASSES + INTERIOR_CLASSES if n not in idx]
@@ -69,10 +76,12 @@ def train_gate(
     seed: int = 0,
     progress: bool = False,
 ) -> Path:
-    """Train a 3-class (exterior/interior/other) softmax gate on labelled records (label = view).
+    """Train a hybrid gate (see ``hybrid_gate_from_trained``) on labelled records (label = view).
 
     Records should already carry near-duplicate groups (ml.data.group_near_duplicates).
     """
+    import tempfile
+
     from ml.train import TrainConfig, fit_bundle
 
     bad = {r.label for r in records} - set(GATE_LABELS)
@@ -80,5 +89,63 @@ def train_gate(
         raise ValueError(f"gate labels must be in {GATE_LABELS}, got {sorted(bad)}")
     cfg = config if isinstance(config, TrainConfig) else TrainConfig(arch=arch, seed=seed)
     split = split_grouped(records, 0.2, 0.2, seed)
-    fit_bundle(cfg, split, out_dir, kind="gate", labels=GATE_LABELS, progress=progress)
+    with tempfile.TemporaryDirectory(prefix="gate-head-") as tmp:
+        head_only = Path(tmp) / "head"
+        fit_bundle(gate_head_config(cfg), split, head_only, kind="gate", labels=GATE_LABELS,
+                   work_dir=Path(tmp) / "work", progress=progress)
+        hybrid_gate_from_trained(head_only, out_dir)
+    return Path(out_dir)
+
+
+def gate_head_config(config: object) -> object:
+    """The gate's recipe: head only. Fine-tuning the backbone on car photos alone would erode ImageNet's
+    sense of what is not a car, which the hybrid gate relies on to answer "other"."""
+    from dataclasses import replace
+
+    return replace(config, epochs_finetune=0)
+
+
+def hybrid_gate_from_trained(trained_dir: str | Path, out_dir: str | Path) -> Path:
+    """Join a head-only trained view gate and the ImageNet head on their shared backbone, as one bundle.
+
+    The model's last layer gets 1000 + 3 outputs: ImageNet's classes, then the view head's. The
+    predictor (mode "hybrid_gate") uses the first part to tell car photos from anything else and the
+    second to tell exterior, interior and other car photos apart. One forward pass serves both.
+    """
+    import torch
+
+    from ml.bundle import load_bundle
+    from ml.models import head_module, replace_head
+
+    trained = load_bundle(trained_dir)
+    if trained.kind != "gate" or trained.labels != GATE_LABELS or trained.mode != "softmax":
+        raise ValueError(f"{trained_dir} is not a trained {GATE_LABELS} gate bundle")
+    view_model = trained.load_model()
+    imagenet_model = create_model(trained.arch, 1000, weights="imagenet").eval()
+    view_state, imagenet_state = view_model.state_dict(), imagenet_model.state_dict()
+    # The heads are the only tensors whose shapes differ (3 vs 1000 outputs); all else must be equal.
+    changed = [
+        k for k, v in imagenet_state.items() if v.shape == view_state[k].shape and not torch.equal(v, view_state[k])
+    ]
+    if changed:
+        raise ValueError(
+            f"the gate's backbone differs from the ImageNet one ({len(changed)} tensors, e.g. {changed[0]}): "
+            "a hybrid gate needs a gate trained head-only"
+        )
+    imagenet_head, view_head = head_module(imagenet_model), head_module(view_model)
+    weight = torch.cat([imagenet_head.weight, view_head.weight]).detach().clone()
+    bias = torch.cat([imagenet_head.bias, view_head.bias]).detach().clone()
+    replace_head(imagenet_model, weight.shape[0])
+    with torch.no_grad():
+        head_module(imagenet_model).weight.copy_(weight)
+        head_module(imagenet_model).bias.copy_(bias)
+    idx = {name: i for i, name in enumerate(IMAGENET_CLASSES)}
+    save_bundle(
+        out_dir, imagenet_model, kind="gate", arch=trained.arch, labels=GATE_LABELS,
+        preprocess=trained.preprocess, temperature=trained.temperature, abstain_threshold=0.0,
+        mode="hybrid_gate", metrics=trained.meta.get("metrics", {}), split=trained.split(),
+        extra={"car_classes": sorted(idx[n] for n in CAR_RELATED_CLASSES), "car_mass_scale": CAR_MASS_SCALE,
+               "car_related_classes": CAR_RELATED_CLASSES, "trained_head_version": trained.version},
+        command=trained.meta.get("command"), report_dir=trained.path,
+    )
     return Path(out_dir)

@@ -45,6 +45,11 @@ class Predictor:
         self.transform = ClassificationPresetEval.from_config(bundle.preprocess)
         self._groups: torch.Tensor | None = None
         self._group_weights: torch.Tensor | None = None
+        self._car_classes: torch.Tensor | None = None
+        if bundle.mode == "hybrid_gate":
+            extra = bundle.meta["extra"]
+            self._car_classes = torch.tensor(extra["car_classes"], dtype=torch.long, device=self.device)
+            self._car_mass_scale = float(extra["car_mass_scale"])
         if bundle.mode == "imagenet_groups":
             extra = bundle.meta["extra"]
             self._groups = group_matrix(bundle.num_outputs, bundle.labels, extra["groups"]).to(self.device)
@@ -99,12 +104,29 @@ class Predictor:
         x = torch.stack([self._load(im) for im in images]).to(self.device)
         x = x.to(memory_format=torch.channels_last)
         logits = self.model(x).float()
+        if self._car_classes is not None:
+            return self._hybrid_gate_probabilities(logits).cpu()
         probs = (logits / self.bundle.temperature).softmax(dim=1)
         if self._groups is not None and self._group_weights is not None:
             # sum ImageNet class probabilities per group, then apply the group prior weights
             mass = (probs @ self._groups) * self._group_weights
             probs = mass / mass.sum(dim=1, keepdim=True)
         return probs.cpu()
+
+    def _hybrid_gate_probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """The trained view head decides among car photos; ImageNet decides whether it is a car photo at all.
+
+        A head trained only on car photos has never seen a portrait or a flower and calls them anything,
+        so the share of ImageNet probability on car-related classes scales the view head's answer: below
+        ``car_mass_scale`` the remainder goes to "other".
+        """
+        n_views = len(self.labels)
+        imagenet = logits[:, :-n_views].softmax(dim=1)
+        views = (logits[:, -n_views:] / self.bundle.temperature).softmax(dim=1)
+        car_score = (imagenet[:, self._car_classes].sum(dim=1) / self._car_mass_scale).clamp(0.0, 1.0)
+        probs = views * car_score[:, None]
+        probs[:, self.labels.index("other")] += 1.0 - car_score
+        return probs
 
     def predict(self, images: Sequence[ImageInput], top_k: int = 5) -> list[list[Prediction]]:
         probs = self.probabilities(images)
