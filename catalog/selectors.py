@@ -41,8 +41,23 @@ def car_model_get(*, slug: str | None = None, pk: int | None = None) -> CarModel
     return queryset.get(slug=slug) if slug is not None else queryset.get(pk=pk)
 
 
-def car_model_gallery(car_model: CarModel, *, view: str, limit: int = 12) -> list[CarImage]:
-    return list(CarImage.objects.filter(car_model=car_model, view=view).order_by("id")[:limit])
+def car_model_gallery(
+    car_model: CarModel, *, view: str, limit: int = 12, other_years: bool = False
+) -> list[CarImage]:
+    """Images of ``car_model`` in ``view``; with ``other_years``, when it has none, those of the same
+    make and model from other model years, newest first (each image's own car model says which)."""
+    own = list(
+        CarImage.objects.filter(car_model=car_model, view=view).select_related("car_model").order_by("id")[:limit]
+    )
+    if own or not other_years:
+        return own
+    return list(
+        CarImage.objects.filter(
+            car_model__manufacturer_id=car_model.manufacturer_id, car_model__name__iexact=car_model.name, view=view
+        )
+        .select_related("car_model")
+        .order_by("-car_model__year", "id")[:limit]
+    )
 
 
 def car_model_years() -> list[int]:

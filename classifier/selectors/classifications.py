@@ -10,6 +10,7 @@ from typing import Any
 from django.db.models import Prefetch, QuerySet
 
 from catalog.models import CarImage, CarModel, ImageView, Specification
+from catalog.selectors import car_model_gallery
 from classifier.models import (
     Classification,
     ClassificationPrediction,
@@ -185,9 +186,13 @@ def classification_result(classification: Classification, *, with_galleries: boo
         result.car_model = car_model
         result.summary = car_model_summary(car_model)
         if with_galleries:
-            images = CarImage.objects.filter(car_model=car_model).order_by("id")
-            result.exterior_gallery = list(images.filter(view=ImageView.EXTERIOR)[:GALLERY_LIMIT])
-            result.interior_gallery = list(images.filter(view=ImageView.INTERIOR)[:GALLERY_LIMIT])
+            # A model year without photos shows the same model's photos from other years, labelled as such.
+            result.exterior_gallery = car_model_gallery(
+                car_model, view=ImageView.EXTERIOR, limit=GALLERY_LIMIT, other_years=True
+            )
+            result.interior_gallery = car_model_gallery(
+                car_model, view=ImageView.INTERIOR, limit=GALLERY_LIMIT, other_years=True
+            )
     return result
 
 

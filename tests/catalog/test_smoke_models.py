@@ -32,3 +32,25 @@ def test_official_make_spelling():
     assert official_make("bmw") == "BMW"
     assert official_make("kia") == "Kia"
     assert official_make("McLaren") == "McLaren"
+
+
+@pytest.mark.django_db
+def test_gallery_falls_back_to_other_model_years_only_when_asked():
+    import io
+
+    from PIL import Image
+
+    from catalog.models import ImageOrigin, ImageView
+    from catalog.selectors import car_model_gallery
+
+    new, _ = services.car_model_get_or_create(make="Acura", model="MDX", year=2023)
+    old, _ = services.car_model_get_or_create(make="Acura", model="MDX", year=2011)
+    other, _ = services.car_model_get_or_create(make="Acura", model="RDX", year=2011)
+    for car, colour in ((old, (200, 0, 0)), (other, (0, 0, 200))):
+        buffer = io.BytesIO()
+        Image.new("RGB", (128, 96), colour).save(buffer, format="PNG")
+        services.car_image_add(car, data=buffer.getvalue(), origin=ImageOrigin.IMPORTED, view=ImageView.EXTERIOR)
+    assert car_model_gallery(new, view=ImageView.EXTERIOR) == []
+    fallback = car_model_gallery(new, view=ImageView.EXTERIOR, other_years=True)
+    assert [image.car_model for image in fallback] == [old]
+    assert car_model_gallery(old, view=ImageView.EXTERIOR, other_years=True)[0].car_model == old
