@@ -128,10 +128,3 @@ def specs_csv(shared_data) -> Path:
     return path
 
 
-@pytest.fixture(autouse=True)
-def _plain_static_storage(settings):
-    """Tests run with DEBUG off but without collectstatic: serve static names unhashed."""
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-    }

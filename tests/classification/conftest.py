@@ -80,15 +80,6 @@ def classifier_bundle_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _plain_static_files(settings):
-    """Pages render without a collectstatic manifest (the suite runs with DEBUG off)."""
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-    }
-
-
-@pytest.fixture(autouse=True)
 def _fresh_throttle_counts():
     """Upload throttling counts per client in the cache: every test starts with a full allowance."""
     from django.core.cache import cache

@@ -11,15 +11,6 @@ from scraping.models import PageRecord, RunStatus, ScrapeRun
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture(autouse=True)
-def _plain_static_files(settings):
-    # The manifest storage needs collectstatic; the admin pages only need URLs here.
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-    }
-
-
 @pytest.fixture
 def staff_client(client, django_user_model):
     user = django_user_model.objects.create_superuser("curator", "curator@example.com", "pw-for-tests-only")
