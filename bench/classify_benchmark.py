@@ -207,17 +207,20 @@ def main() -> int:
                 time.sleep(0.005)
             raise TimeoutError(f"{len(ids)} jobs did not finish in {timeout} s")
 
+        def start_worker(name: str, log: Path) -> subprocess.Popen:
+            worker = subprocess.Popen(
+                ["nice", "-n", str(args.worker_nice), PYTHON, "-m", "celery", "-A", "carsite", "worker",
+                 "-Q", "default,ml", "-c", "2", "--pool", args.pool,
+                 "-l", "warning", "-n", f"{name}-{os.getpid()}@%h"],
+                cwd=REPO, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
+            )
+            processes.append(worker)
+            return worker
+
         # 1. Worker start to first result: the job is queued before the worker exists.
         _, first_id, _ = upload(payloads[0])
         worker_started = time.time()
-        worker = subprocess.Popen(
-            ["nice", "-n", str(args.worker_nice), PYTHON, "-m", "celery", "-A", "carsite", "worker",
-             "-Q", "default,ml", "-c", "2", "--pool", args.pool,
-             "-l", "warning", "-n", f"bench-{os.getpid()}@%h"],
-            cwd=REPO, env=env, stdout=(logs / "worker.log").open("wb"), stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        processes.append(worker)
+        worker = start_worker("bench", logs / "worker.log")
         wait_done([first_id], timeout=120)
         first = Classification.objects.get(pk=first_id)
         time_to_first = first.finished_at.timestamp() - worker_started
@@ -256,14 +259,7 @@ def main() -> int:
         # 4. Throughput: a fresh worker drains the backlog; measured from its first job's start
         #    (after the models are loaded) to the last job's end.
         restarted = time.time()
-        worker = subprocess.Popen(
-            ["nice", "-n", str(args.worker_nice), PYTHON, "-m", "celery", "-A", "carsite", "worker",
-             "-Q", "default,ml", "-c", "2", "--pool", args.pool,
-             "-l", "warning", "-n", f"bench2-{os.getpid()}@%h"],
-            cwd=REPO, env=env, stdout=(logs / "worker2.log").open("wb"), stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        processes.append(worker)
+        worker = start_worker("bench2", logs / "worker2.log")
         wait_done(ids, timeout=600)
         jobs = list(
             Classification.objects.filter(pk__in=ids).values(
