@@ -88,6 +88,8 @@ def main() -> int:
     parser.add_argument("--classifier-bundle", type=Path, default=DEFAULT_CACHE / "classifier-acura-v1")
     parser.add_argument("--photos", type=Path, default=REPO.parent / "shared" / "data" / "car-photos" / "images")
     parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument("--web-workers", type=int, default=2, help="gunicorn worker processes")
+    parser.add_argument("--web-threads", type=int, default=10, help="threads per gunicorn worker")
     # One process with two inference threads holds one copy of torch (~0.7 GB with the CUDA build)
     # instead of two; torch releases the GIL inside its kernels, so both cores still work.
     parser.add_argument("--pool", choices=["threads", "prefork"], default="threads")
@@ -164,8 +166,8 @@ def main() -> int:
         logs.mkdir()
         processes.append(
             subprocess.Popen(
-                [PYTHON, "-m", "gunicorn", "carsite.wsgi", "-b", f"127.0.0.1:{port}", "-w", "2",
-                 "--worker-class", "gthread", "--threads", "10", "--log-level", "warning"],
+                [PYTHON, "-m", "gunicorn", "carsite.wsgi", "-b", f"127.0.0.1:{port}", "-w", str(args.web_workers),
+                 "--worker-class", "gthread", "--threads", str(args.web_threads), "--log-level", "warning"],
                 cwd=REPO, env=env, stdout=(logs / "gunicorn.log").open("wb"), stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
@@ -278,7 +280,8 @@ def main() -> int:
         bound = 2 / (compute_ms / 1000)
 
         print("carsite classification benchmark")
-        print(f"  machine: {os.cpu_count()} CPUs; gunicorn 2 x 10 threads; celery {args.pool} pool -c 2 "
+        print(f"  machine: {os.cpu_count()} CPUs; gunicorn {args.web_workers} x {args.web_threads} threads; "
+              f"celery {args.pool} pool -c 2 "
               f"(nice {args.worker_nice}), torch 1 thread per job")
         print(f"  models: gate {args.gate_bundle.name}" + (f", classifier {args.classifier_bundle.name}"
                                                           if has_classifier else ", NO classifier"))
