@@ -7,6 +7,9 @@ politeness, scoping and catalog writes are the crawler's business (``scraping.se
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
 
+import lxml.html
+from lxml import etree
+
 
 class ParseError(ValueError):
     """The page does not have the structure the adapter expects; the message says what is missing."""
@@ -66,3 +69,13 @@ class SourceAdapter(Protocol):
 
 def unique(items: list[str]) -> list[str]:
     return list(dict.fromkeys(items))
+
+
+def parse_html(html: str, url: str) -> etree._Element:
+    """The page as an lxml document (links resolve against ``url``); ParseError when it is not HTML."""
+    if not html or not html.strip():
+        raise ParseError("The page is empty.")
+    try:
+        return lxml.html.document_fromstring(html, base_url=url)
+    except (etree.ParserError, ValueError) as exc:
+        raise ParseError(f"The page is not readable HTML ({exc}).") from exc

@@ -11,23 +11,13 @@ import re
 from typing import Any, ClassVar
 from urllib.parse import urljoin, urlsplit
 
-import lxml.html
 from lxml import etree
 
-from scraping.adapters.base import Link, NotACarPage, ParseError, SpecPage, unique
+from scraping.adapters.base import Link, NotACarPage, ParseError, SpecPage, parse_html, unique
 
 VEHICLE_TYPES = ("Car", "Vehicle", "MotorizedBicycle", "BusOrCoach", "Motorcycle")
 _YEAR = re.compile(r"\b(19[0-9]{2}|20[0-9]{2}|2100)\b")
 _INCHES = {"INH", "IN", "INCH", "INCHES"}
-
-
-def _document(html: str, url: str) -> etree._Element:
-    if not html or not html.strip():
-        raise ParseError("The page is empty.")
-    try:
-        return lxml.html.document_fromstring(html, base_url=url)
-    except (etree.ParserError, ValueError) as exc:
-        raise ParseError(f"The page is not readable HTML ({exc}).") from exc
 
 
 def _json_ld_objects(document: etree._Element) -> list[dict]:
@@ -87,7 +77,7 @@ class JsonLdAdapter:
     def discover(self, kind: str, url: str, html: str) -> list[Link]:
         if kind != "index":
             raise ValueError(f"{kind} pages have no links to discover")
-        document = _document(html, url)
+        document = parse_html(html, url)
         host = urlsplit(url).netloc.lower()
         candidates: list[str] = []
         for item in _json_ld_objects(document):
@@ -107,7 +97,7 @@ class JsonLdAdapter:
         return links
 
     def parse_spec(self, url: str, html: str) -> SpecPage:
-        document = _document(html, url)
+        document = parse_html(html, url)
         objects = _json_ld_objects(document)
         vehicle = next((o for o in objects if _types(o) & set(VEHICLE_TYPES)), None)
         vehicle = vehicle or next((o for o in objects if "Product" in _types(o)), None)

@@ -13,10 +13,9 @@ import re
 from typing import ClassVar
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
-import lxml.html
 from lxml import etree
 
-from scraping.adapters.base import Link, ParseError, SpecPage, unique
+from scraping.adapters.base import Link, ParseError, SpecPage, parse_html, unique
 
 _MAKE_HREF = re.compile(r"/make/new,([^/?#]+)")
 _YEAR = re.compile(r"\b(19[0-9]{2}|20[0-9]{2}|2100)\b")
@@ -27,15 +26,6 @@ _MAX_URL = 2000
 
 def _has_class(name: str) -> str:
     return f"contains(concat(' ', normalize-space(@class), ' '), ' {name} ')"
-
-
-def _document(html: str, url: str) -> etree._Element:
-    if not html or not html.strip():
-        raise ParseError("The page is empty.")
-    try:
-        return lxml.html.document_fromstring(html, base_url=url)
-    except (etree.ParserError, ValueError) as exc:
-        raise ParseError(f"The page is not readable HTML ({exc}).") from exc
 
 
 def _text(element: etree._Element) -> str:
@@ -67,7 +57,7 @@ class CarConnectionAdapter:
         return urljoin(base_url.rstrip("/") + "/", "new-cars")
 
     def discover(self, kind: str, url: str, html: str) -> list[Link]:
-        document = _document(html, url)
+        document = parse_html(html, url)
         if kind == "index":
             return self._makes(document, url)
         if kind == "make":
@@ -99,7 +89,7 @@ class CarConnectionAdapter:
         return list(links.values())
 
     def parse_spec(self, url: str, html: str) -> SpecPage:
-        document = _document(html, url)
+        document = parse_html(html, url)
         crumbs = []
         for number in (1, 2, 3):
             found = document.xpath(f"//a[@id='a_bc_{number}']")
