@@ -9,10 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ml.bundle import save_bundle
-from ml.data import ManifestRecord, split_grouped
+from ml.data import ManifestRecord, Split, split_grouped
 from ml.models import IMAGENET_CLASSES, create_model, default_preprocess
+
+if TYPE_CHECKING:
+    from ml.train import TrainConfig
 
 GATE_LABELS = ["exterior", "interior", "other"]
 
@@ -72,7 +76,7 @@ def train_gate(
     records: Sequence[ManifestRecord],
     out_dir: str | Path,
     arch: str = "efficientnet_lite0",
-    config: object | None = None,
+    config: TrainConfig | None = None,
     seed: int = 0,
     progress: bool = False,
 ) -> Path:
@@ -80,29 +84,41 @@ def train_gate(
 
     Records should already carry near-duplicate groups (ml.data.group_near_duplicates).
     """
-    import tempfile
-
-    from ml.train import TrainConfig, fit_bundle
+    from ml.train import TrainConfig
 
     bad = {r.label for r in records} - set(GATE_LABELS)
     if bad:
         raise ValueError(f"gate labels must be in {GATE_LABELS}, got {sorted(bad)}")
     cfg = config if isinstance(config, TrainConfig) else TrainConfig(arch=arch, seed=seed)
-    split = split_grouped(records, 0.2, 0.2, seed)
-    with tempfile.TemporaryDirectory(prefix="gate-head-") as tmp:
-        head_only = Path(tmp) / "head"
-        fit_bundle(gate_head_config(cfg), split, head_only, kind="gate", labels=GATE_LABELS,
-                   work_dir=Path(tmp) / "work", progress=progress)
-        hybrid_gate_from_trained(head_only, out_dir)
+    fit_hybrid_gate(cfg, split_grouped(records, 0.2, 0.2, seed), out_dir, progress=progress)
     return Path(out_dir)
 
 
-def gate_head_config(config: object) -> object:
-    """The gate's recipe: head only. Fine-tuning the backbone on car photos alone would erode ImageNet's
-    sense of what is not a car, which the hybrid gate relies on to answer "other"."""
+def fit_hybrid_gate(
+    config: TrainConfig,
+    split: Split,
+    out_dir: str | Path,
+    work_dir: str | Path | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Train the view head on ``split`` and write the hybrid gate bundle to ``out_dir``; returns the metrics.
+
+    The head is trained with the backbone frozen throughout: fine-tuning it on car photos alone would
+    erode ImageNet's sense of what is not a car, which the hybrid gate relies on to answer "other".
+    """
+    import tempfile
     from dataclasses import replace
 
-    return replace(config, epochs_finetune=0)
+    from ml.train import fit_bundle
+
+    with tempfile.TemporaryDirectory(prefix="gate-head-", dir=work_dir) as tmp:
+        head_only = Path(tmp) / "head"
+        _, _, metrics = fit_bundle(
+            replace(config, epochs_finetune=0), split, head_only, kind="gate", labels=GATE_LABELS,
+            work_dir=Path(tmp) / "work", progress=progress,
+        )
+        hybrid_gate_from_trained(head_only, out_dir)
+    return metrics
 
 
 def hybrid_gate_from_trained(trained_dir: str | Path, out_dir: str | Path) -> Path:

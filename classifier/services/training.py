@@ -244,16 +244,11 @@ def _fit(
     try:
         config = options.train_config()
         if kind == ModelKind.GATE:
-            from ml.gate import gate_head_config, hybrid_gate_from_trained
+            from ml.gate import fit_hybrid_gate
 
-            # The gate is trained head-only and joined with the ImageNet head, which keeps its
-            # sense of "not a car at all" (see ml.gate.hybrid_gate_from_trained).
-            head_only = work_dir / "head-only"
-            _, _, metrics = fit_bundle(
-                gate_head_config(config), split, head_only, kind=kind, labels=labels,
-                work_dir=work_dir / "train", progress=progress,
-            )
-            hybrid_gate_from_trained(head_only, staging)
+            # Trained head-only and joined with the ImageNet head (ml.gate.hybrid_gate_from_trained).
+            work_dir.mkdir(parents=True, exist_ok=True)
+            metrics = fit_hybrid_gate(config, split, staging, work_dir=work_dir, progress=progress)
         else:
             _, _, metrics = fit_bundle(
                 config, split, staging, kind=kind, labels=labels, work_dir=work_dir, progress=progress
