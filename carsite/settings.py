@@ -237,6 +237,9 @@ LOGGING = {
 # --- classification ---
 # Most photos one API request may send as a batch (several multipart parts named "image").
 CARSITE_CLASSIFY_BATCH_LIMIT = env.int("CARSITE_CLASSIFY_BATCH_LIMIT", default=10)
+# A worker task runs its job together with up to this many - 1 other queued jobs in one model call:
+# fewer model calls and database round trips per photo when uploads pile up (1 turns it off).
+CARSITE_CLASSIFY_WORKER_BATCH = env.int("CARSITE_CLASSIFY_WORKER_BATCH", default=4)
 # Test-only: make every classification job sleep this long so worker-kill tests can catch it mid-task.
 CARSITE_CLASSIFY_TEST_DELAY_MS = env.int("CARSITE_CLASSIFY_TEST_DELAY_MS", default=0)
 # --- end classification ---

@@ -104,6 +104,14 @@ class Classification(models.Model):
     total_ms = models.FloatField(null=True, blank=True)
     error = models.TextField(blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
+    # A worker runs the job its task names together with other queued jobs in one forward pass; the
+    # leader's unacknowledged task message is what brings the whole batch back if that worker dies.
+    batch_leader = models.UUIDField(
+        null=True, blank=True, db_index=True, help_text="The job whose task ran this one (itself when alone)."
+    )
+    batch_size = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="Photos classified together with this one; model timings are per photo."
+    )
     session_key = models.CharField(max_length=64, blank=True, db_index=True)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
@@ -112,6 +120,10 @@ class Classification(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        indexes = [
+            # The worker's "oldest queued jobs" query stays cheap however long the history grows.
+            models.Index(fields=["created_at"], condition=Q(status="queued"), name="classification_queued"),
+        ]
         constraints = [
             models.CheckConstraint(
                 condition=Q(confidence__isnull=True) | Q(confidence__gte=0, confidence__lte=1),

@@ -24,11 +24,22 @@ def train_classifier(options: dict, activate: bool = False) -> int:
 
 # --- classification tasks ---
 from celery import shared_task  # noqa: E402
+from django.db import DatabaseError  # noqa: E402
 
 
-@shared_task(name="classifier.classify", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+@shared_task(
+    name="classifier.classify",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+    # A database hiccup must not leave the batch running forever: queue the task again (a new message
+    # is sent before this one is acknowledged), and the retry redoes the jobs still running under it.
+    autoretry_for=(DatabaseError,),
+    retry_backoff=2,
+    max_retries=5,
+)
 def classify(classification_id: str) -> None:
-    """Run one classification job; redelivered if the worker dies, a no-op once the job is finished."""
+    """Run this job (batched with other queued ones); redelivered if the worker dies, a no-op once finished."""
     from celery.exceptions import SoftTimeLimitExceeded
 
     from classifier.services.classification import classification_fail_stuck, classification_run

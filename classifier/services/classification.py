@@ -148,7 +148,15 @@ def _enqueue_callback(classification_id: uuid.UUID) -> Callable[[], None]:
     return enqueue
 
 
-# --- running a job ---
+# --- running jobs ---
+#
+# A worker's task names one job (the "leader"). It claims that job and, in the same transaction, up to
+# ``worker_batch_size() - 1`` other queued jobs, and runs them through the gate and the classifier as
+# one batch: one model call per batch instead of one per photo, and one round of database writes.
+# The members' own task messages arrive later and find their job finished (or running under a live
+# leader) and do nothing. If the worker dies mid-batch, the leader's unacknowledged message is
+# redelivered and its task redoes every member still running under that leader: no job is lost, and
+# the result is written under a row lock, once.
 
 
 @dataclass(frozen=True)
@@ -160,9 +168,13 @@ class _Outcome:
     predictions: list[dict[str, Any]]
     abstained: bool
     make_fallback: list[dict[str, Any]]
-    decode_ms: float
     gate_ms: float | None
     classifier_ms: float | None
+
+
+def worker_batch_size() -> int:
+    """How many queued jobs one task may run together (1 turns batching off)."""
+    return max(1, int(getattr(settings, "CARSITE_CLASSIFY_WORKER_BATCH", 4)))
 
 
 def _get_active_model(kind: str) -> Any:
@@ -211,54 +223,60 @@ def _gate_verdict_of(label: str) -> str:
     return label if label in GateVerdict.values else GateVerdict.OTHER
 
 
-def _classify_image(image: Image.Image, decode_ms: float) -> _Outcome:
+def _classify_images(images: Sequence[Image.Image]) -> list[_Outcome]:
+    """Gate every photo in one call, then the classifier on the exteriors in one call; timings are per photo."""
+    count = len(images)
+    verdicts: list[tuple[str, float | None]] = [("", None)] * count
+    gate_version_id, gate_ms = None, None
     gate = _get_active_model(ModelKind.GATE)
-    gate_verdict, gate_confidence, gate_version_id, gate_ms = "", None, None, None
     if gate is not None:
         started = time.perf_counter()
-        best = gate.predictor.predict([image], top_k=1)[0][0]
-        gate_ms = (time.perf_counter() - started) * 1000
-        gate_verdict, gate_confidence = _gate_verdict_of(best.label), float(best.probability)
+        ranked_views = gate.predictor.predict(list(images), top_k=1)
+        gate_ms = (time.perf_counter() - started) * 1000 / count
+        verdicts = [(_gate_verdict_of(ranked[0].label), float(ranked[0].probability)) for ranked in ranked_views]
         gate_version_id = _model_version_id(ModelKind.GATE, gate.version)
 
-    predictions: list[dict[str, Any]] = []
-    abstained, make_fallback, classifier_version_id, classifier_ms = False, [], None, None
-    # Without a gate the photo is assumed to be an exterior (see the module docstring).
-    if gate_verdict in ("", GateVerdict.EXTERIOR):
+    # Without a gate a photo is assumed to be an exterior (see the module docstring).
+    exteriors = [i for i, (verdict, _) in enumerate(verdicts) if verdict in ("", GateVerdict.EXTERIOR)]
+    ranked_models: dict[int, list[Any]] = {}
+    classifier, classifier_ms, classifier_version_id = None, None, None
+    if exteriors:
         classifier = _get_active_model(ModelKind.CLASSIFIER)
-        if classifier is not None:
-            started = time.perf_counter()
-            predictor = classifier.predictor
-            # Every label, so the make fallback sums the whole distribution, not just the top five.
-            ranked = predictor.predict([image], top_k=len(predictor.labels))[0]
-            classifier_ms = (time.perf_counter() - started) * 1000
-            classifier_version_id = _model_version_id(ModelKind.CLASSIFIER, classifier.version)
-            car_model_ids = classifier.car_model_ids or {}
-            predictions = [
-                {
-                    "rank": rank,
-                    "label": p.label,
-                    "car_model_id": car_model_ids.get(p.label),
-                    "probability": min(1.0, max(0.0, float(p.probability))),
-                }
-                for rank, p in enumerate(ranked[:TOP_K], start=1)
-            ]
-            threshold = float(getattr(predictor, "abstain_threshold", 0.0) or 0.0)
-            abstained = bool(predictions) and predictions[0]["probability"] < threshold
-            if abstained:
-                make_fallback = make_fallback_from([(p.label, float(p.probability)) for p in ranked])
-    return _Outcome(
-        gate_verdict=gate_verdict,
-        gate_confidence=gate_confidence,
-        gate_version_id=gate_version_id,
-        classifier_version_id=classifier_version_id,
-        predictions=predictions,
-        abstained=abstained,
-        make_fallback=make_fallback,
-        decode_ms=decode_ms,
-        gate_ms=gate_ms,
-        classifier_ms=classifier_ms,
-    )
+    if classifier is not None:
+        predictor = classifier.predictor
+        started = time.perf_counter()
+        # Every label, so the make fallback sums the whole distribution, not just the top five.
+        ranked_all = predictor.predict([images[i] for i in exteriors], top_k=len(predictor.labels))
+        classifier_ms = (time.perf_counter() - started) * 1000 / len(exteriors)
+        classifier_version_id = _model_version_id(ModelKind.CLASSIFIER, classifier.version)
+        ranked_models = dict(zip(exteriors, ranked_all, strict=True))
+
+    outcomes = []
+    for index, (verdict, confidence) in enumerate(verdicts):
+        ranked = ranked_models.get(index)
+        if ranked is None:
+            outcomes.append(_Outcome(verdict, confidence, gate_version_id, None, [], False, [], gate_ms, None))
+            continue
+        car_model_ids = classifier.car_model_ids or {}
+        predictions = [
+            {
+                "rank": rank,
+                "label": p.label,
+                "car_model_id": car_model_ids.get(p.label),
+                "probability": min(1.0, max(0.0, float(p.probability))),
+            }
+            for rank, p in enumerate(ranked[:TOP_K], start=1)
+        ]
+        threshold = float(getattr(classifier.predictor, "abstain_threshold", 0.0) or 0.0)
+        abstained = bool(predictions) and predictions[0]["probability"] < threshold
+        make_fallback = make_fallback_from([(p.label, float(p.probability)) for p in ranked]) if abstained else []
+        outcomes.append(
+            _Outcome(
+                verdict, confidence, gate_version_id, classifier_version_id, predictions, abstained, make_fallback,
+                gate_ms, classifier_ms,
+            )
+        )
+    return outcomes
 
 
 def _decode(classification: Classification) -> tuple[Image.Image, float]:
@@ -272,60 +290,113 @@ def _decode(classification: Classification) -> tuple[Image.Image, float]:
     return image, (time.perf_counter() - started) * 1000
 
 
-def _claim(classification_id: uuid.UUID | str) -> Classification | None:
-    """Mark the job running (one more attempt) unless it is already finished; None when there is nothing to do."""
-    with transaction.atomic():
-        classification = Classification.objects.select_for_update().filter(pk=classification_id).first()
-        if classification is None:
-            logger.warning("classification %s no longer exists", classification_id)
-            return None
-        if classification.status in (ClassificationStatus.DONE, ClassificationStatus.FAILED):
-            return None
-        now = timezone.now()
-        if classification.started_at is None:
-            classification.queue_wait_ms = max(0.0, (now - classification.created_at).total_seconds() * 1000)
-        classification.status = ClassificationStatus.RUNNING
-        classification.attempts += 1
-        classification.started_at = now
-        classification.save(update_fields=["status", "attempts", "started_at", "queue_wait_ms"])
-    return classification
+def _runs_under_its_own_task(job: Classification) -> bool:
+    """Queued, or left running by an earlier delivery of its own task (not by another job's batch)."""
+    if job.status == ClassificationStatus.QUEUED:
+        return True
+    return job.status == ClassificationStatus.RUNNING and job.batch_leader in (None, job.pk)
 
 
-def _finish(classification_id: uuid.UUID | str, outcome: _Outcome, started: float) -> Classification | None:
+def _claim_batch(leader_id: uuid.UUID | str, size: int) -> list[Classification]:
+    """Mark the leader's job and up to ``size - 1`` other queued jobs running; [] when there is nothing to do.
+
+    The leader's own job is redone when its task comes back while it is still running under itself
+    (the worker that ran it died), together with the members of that batch; a job running under
+    another leader is left to that leader's task.
+    """
     with transaction.atomic():
-        classification = Classification.objects.select_for_update().filter(pk=classification_id).first()
-        if classification is None or classification.status == ClassificationStatus.DONE:
-            # Another delivery of the same job got here first: keep its result, write nothing.
-            return classification
-        ClassificationPrediction.objects.filter(classification=classification).delete()
-        ClassificationPrediction.objects.bulk_create(
-            ClassificationPrediction(
-                classification=classification,
-                rank=p["rank"],
-                label=p["label"],
-                car_model_id=p["car_model_id"],
-                probability=p["probability"],
-            )
-            for p in outcome.predictions
+        leader = Classification.objects.select_for_update().filter(pk=leader_id).first()
+        claimed: list[Classification] = []
+        if leader is None:
+            logger.warning("classification %s no longer exists", leader_id)
+        elif _runs_under_its_own_task(leader):
+            claimed.append(leader)
+        # Members of an earlier attempt of this task's batch, then the oldest queued jobs nobody holds.
+        orphans = (
+            Classification.objects.select_for_update(skip_locked=True)
+            .filter(status=ClassificationStatus.RUNNING, batch_leader=leader_id)
+            .exclude(pk=leader_id)
+            .order_by("created_at")
         )
-        best = outcome.predictions[0] if outcome.predictions else None
-        classification.status = ClassificationStatus.DONE
-        classification.gate_verdict = outcome.gate_verdict
-        classification.gate_confidence = outcome.gate_confidence
-        classification.gate_version_id = outcome.gate_version_id
-        classification.classifier_version_id = outcome.classifier_version_id
-        classification.predicted_car_model_id = best["car_model_id"] if best else None
-        classification.confidence = best["probability"] if best else None
-        classification.abstained = outcome.abstained
-        classification.make_fallback = outcome.make_fallback
-        classification.decode_ms = outcome.decode_ms
-        classification.gate_ms = outcome.gate_ms
-        classification.classifier_ms = outcome.classifier_ms
-        classification.total_ms = (time.perf_counter() - started) * 1000
-        classification.error = ""
-        classification.finished_at = timezone.now()
-        classification.save()
-    return classification
+        claimed.extend(orphans[: max(0, size - len(claimed))] if claimed or leader is None else [])
+        if claimed and len(claimed) < size:
+            queued = (
+                Classification.objects.select_for_update(skip_locked=True)
+                .filter(status=ClassificationStatus.QUEUED)
+                .exclude(pk=leader_id)
+                .order_by("created_at")
+            )
+            claimed.extend(queued[: size - len(claimed)])
+        if not claimed:
+            return []
+        now = timezone.now()
+        for job in claimed:
+            if job.started_at is None:
+                job.queue_wait_ms = max(0.0, (now - job.created_at).total_seconds() * 1000)
+            job.status = ClassificationStatus.RUNNING
+            job.attempts += 1
+            job.started_at = now
+            job.batch_leader = uuid.UUID(str(leader_id))
+            job.batch_size = len(claimed)
+        Classification.objects.bulk_update(
+            claimed, ["status", "attempts", "started_at", "queue_wait_ms", "batch_leader", "batch_size"]
+        )
+    return claimed
+
+
+_RESULT_FIELDS = [
+    "status", "gate_verdict", "gate_confidence", "gate_version", "classifier_version", "predicted_car_model",
+    "confidence", "abstained", "make_fallback", "decode_ms", "gate_ms", "classifier_ms", "total_ms", "error",
+    "finished_at",
+]
+
+
+def _finish_batch(results: Sequence[tuple[uuid.UUID, float, _Outcome]], started: float) -> None:
+    """Write every result of a batch in one transaction; a job another delivery already finished is kept."""
+    total_ms = (time.perf_counter() - started) * 1000
+    with transaction.atomic():
+        ids = [job_id for job_id, _, _ in results]
+        # Locked in primary-key order, so two writers never wait on each other in a cycle.
+        rows = {row.pk: row for row in Classification.objects.select_for_update().filter(pk__in=ids).order_by("pk")}
+        finished_at = timezone.now()
+        to_save, predictions = [], []
+        for job_id, decode_ms, outcome in results:
+            row = rows.get(job_id)
+            if row is None or row.status == ClassificationStatus.DONE:
+                continue
+            best = outcome.predictions[0] if outcome.predictions else None
+            row.status = ClassificationStatus.DONE
+            row.gate_verdict = outcome.gate_verdict
+            row.gate_confidence = outcome.gate_confidence
+            row.gate_version_id = outcome.gate_version_id
+            row.classifier_version_id = outcome.classifier_version_id
+            row.predicted_car_model_id = best["car_model_id"] if best else None
+            row.confidence = best["probability"] if best else None
+            row.abstained = outcome.abstained
+            row.make_fallback = outcome.make_fallback
+            row.decode_ms = decode_ms
+            row.gate_ms = outcome.gate_ms
+            row.classifier_ms = outcome.classifier_ms
+            row.total_ms = total_ms
+            row.error = ""
+            row.finished_at = finished_at
+            to_save.append(row)
+            predictions.extend(
+                ClassificationPrediction(
+                    classification=row,
+                    rank=p["rank"],
+                    label=p["label"],
+                    car_model_id=p["car_model_id"],
+                    probability=p["probability"],
+                )
+                for p in outcome.predictions
+            )
+        if not to_save:
+            return
+        # An earlier attempt that died after writing predictions must not leave a second set.
+        ClassificationPrediction.objects.filter(classification__in=to_save).delete()
+        ClassificationPrediction.objects.bulk_create(predictions)
+        Classification.objects.bulk_update(to_save, _RESULT_FIELDS)
 
 
 def _fail(classification_id: uuid.UUID | str, message: str) -> Classification | None:
@@ -341,19 +412,39 @@ def _fail(classification_id: uuid.UUID | str, message: str) -> Classification | 
 
 
 def classification_run(classification_id: uuid.UUID | str) -> Classification | None:
-    """Run the gate and, for an exterior, the classifier on one job. Safe to call again for the same job."""
-    classification = _claim(classification_id)
-    if classification is None:
-        return Classification.objects.filter(pk=classification_id).first()
+    """Run this job, batched with other queued jobs (see above). Safe to call again for the same job."""
+    jobs = _claim_batch(classification_id, worker_batch_size())
+    if jobs:
+        _run_batch(jobs)
+    return Classification.objects.filter(pk=classification_id).first()
+
+
+def _run_batch(jobs: Sequence[Classification]) -> None:
     started = time.perf_counter()
+    _test_delay()
+    decoded: list[tuple[Classification, Image.Image, float]] = []
+    for job in jobs:
+        try:
+            image, decode_ms = _decode(job)
+        except Exception as exc:
+            # One unreadable photo fails alone; the rest of the batch goes on.
+            logger.exception("classification %s failed", job.pk)
+            _fail(job.pk, _readable_error(exc))
+            continue
+        decoded.append((job, image, decode_ms))
+    if not decoded:
+        return
     try:
-        _test_delay()
-        image, decode_ms = _decode(classification)
-        outcome = _classify_image(image, decode_ms)
+        outcomes = _classify_images([image for _, image, _ in decoded])
     except Exception as exc:
-        logger.exception("classification %s failed", classification_id)
-        return _fail(classification_id, _readable_error(exc))
-    return _finish(classification_id, outcome, started)
+        logger.exception("classification batch of %s failed", ", ".join(str(job.pk) for job, _, _ in decoded))
+        for job, _, _ in decoded:
+            _fail(job.pk, _readable_error(exc))
+        return
+    _finish_batch(
+        [(job.pk, decode_ms, outcome) for (job, _, decode_ms), outcome in zip(decoded, outcomes, strict=True)],
+        started,
+    )
 
 
 def _readable_error(exc: BaseException) -> str:
@@ -364,6 +455,16 @@ def _readable_error(exc: BaseException) -> str:
     return f"The photo could not be classified ({type(exc).__name__}: {exc})."
 
 
-def classification_fail_stuck(classification_id: uuid.UUID | str, message: str) -> Classification | None:
-    """Record a failure that happened outside the service (e.g. the task hit its time limit)."""
-    return _fail(classification_id, message)
+def classification_fail_stuck(classification_id: uuid.UUID | str, message: str) -> int:
+    """Fail a job stopped outside the service (e.g. its task hit the time limit) and the batch it led.
+
+    Returns how many jobs were failed.
+    """
+    running_under = Classification.objects.filter(
+        status=ClassificationStatus.RUNNING, batch_leader=classification_id
+    ).values_list("pk", flat=True)
+    failed = 0
+    for job_id in {uuid.UUID(str(classification_id)), *running_under}:
+        job = _fail(job_id, message)
+        failed += job is not None and job.status == ClassificationStatus.FAILED
+    return failed

@@ -1,0 +1,141 @@
+"""A worker task runs its job together with other queued jobs: same answers, one result each, nothing lost."""
+
+from __future__ import annotations
+
+import pytest
+
+from classifier.models import Classification, ClassificationPrediction, ClassificationStatus
+from classifier.services.classification import (
+    Upload,
+    classification_create,
+    classification_fail_stuck,
+    classification_run,
+)
+from tests.classification.test_pipeline import INTERIOR_PHOTO, _prediction_rows
+
+pytestmark = [pytest.mark.django_db, pytest.mark.slow]
+
+
+def _queue(photos: list[bytes]) -> list[Classification]:
+    """Queued jobs whose task messages have not run (on-commit callbacks are not executed here)."""
+    return [classification_create(Upload(data, f"photo{i}.jpg")) for i, data in enumerate(photos)]
+
+
+def _answer(job: Classification) -> tuple:
+    job.refresh_from_db()
+    rows = _prediction_rows(job)
+    return (
+        job.status,
+        job.gate_verdict,
+        round(job.gate_confidence, 4),
+        [(rank, label, car_model_id) for rank, label, car_model_id, _ in rows],
+        [round(probability, 4) for *_, probability in rows],
+    )
+
+
+@pytest.fixture
+def interior_photo(shared_data) -> bytes:
+    return (shared_data / "car-photos" / "images" / INTERIOR_PHOTO).read_bytes()
+
+
+def test_one_task_runs_queued_jobs_together_with_the_answers_they_get_alone(
+    settings, active_gate, active_classifier, mdx_photo, interior_photo
+):
+    settings.CARSITE_CLASSIFY_WORKER_BATCH = 1
+    alone = _queue([mdx_photo, interior_photo])
+    for job in alone:
+        classification_run(job.pk)
+    expected = [_answer(job) for job in alone]
+    assert [job.batch_size for job in alone] == [1, 1]
+
+    settings.CARSITE_CLASSIFY_WORKER_BATCH = 4
+    batched = _queue([mdx_photo, interior_photo, mdx_photo, interior_photo, mdx_photo])
+    classification_run(batched[0].pk)
+
+    for job in batched:
+        job.refresh_from_db()
+    # The leader's task took the four oldest queued jobs; the fifth waits for its own task.
+    assert [job.status for job in batched] == [ClassificationStatus.DONE] * 4 + [ClassificationStatus.QUEUED]
+    assert {job.batch_leader for job in batched[:4]} == {batched[0].pk}
+    assert {job.batch_size for job in batched[:4]} == {4}
+    assert [_answer(job) for job in batched[:2]] == expected
+    assert _answer(batched[2]) == expected[0]
+    # Interior photos are never sent to the classifier, batched or not.
+    assert batched[1].classifier_version_id is None and batched[3].classifier_version_id is None
+    assert batched[0].total_ms >= batched[0].gate_ms + batched[0].classifier_ms
+
+    # The members' own task messages arrive later and change nothing.
+    finished_at = {job.pk: job.finished_at for job in batched[:4]}
+    for job in batched[1:4]:
+        classification_run(job.pk)
+    for job in batched[:4]:
+        job.refresh_from_db()
+        assert (job.attempts, job.finished_at) == (1, finished_at[job.pk])
+    classification_run(batched[4].pk)
+    assert _answer(batched[4]) == expected[0]
+
+
+def test_a_batch_left_running_by_a_dead_worker_is_redone_by_its_leader_once(
+    settings, active_gate, active_classifier, mdx_photo
+):
+    settings.CARSITE_CLASSIFY_WORKER_BATCH = 3
+    jobs = _queue([mdx_photo, mdx_photo, mdx_photo])
+    classification_run(jobs[0].pk)
+    expected = _answer(jobs[1])
+    # What a worker killed mid-batch leaves behind: all three running under the leader.
+    Classification.objects.filter(pk__in=[job.pk for job in jobs]).update(status=ClassificationStatus.RUNNING)
+
+    # A member's own message finds it running under a leader whose message is still unacknowledged.
+    classification_run(jobs[1].pk)
+    assert Classification.objects.get(pk=jobs[1].pk).attempts == 1
+
+    # The leader's message comes back: the whole batch is redone, one set of predictions each.
+    classification_run(jobs[0].pk)
+    for job in jobs:
+        job.refresh_from_db()
+        assert (job.status, job.attempts) == (ClassificationStatus.DONE, 2)
+        assert ClassificationPrediction.objects.filter(classification=job).count() == 5
+        assert _answer(job) == expected
+
+
+def test_a_deleted_leader_still_brings_back_its_batch(settings, active_gate, active_classifier, mdx_photo):
+    settings.CARSITE_CLASSIFY_WORKER_BATCH = 2
+    leader, member = _queue([mdx_photo, mdx_photo])
+    Classification.objects.filter(pk__in=[leader.pk, member.pk]).update(
+        status=ClassificationStatus.RUNNING, batch_leader=leader.pk, attempts=1
+    )
+    Classification.objects.filter(pk=leader.pk).delete()
+
+    classification_run(leader.pk)
+
+    member.refresh_from_db()
+    assert (member.status, member.attempts) == (ClassificationStatus.DONE, 2)
+
+
+def test_an_unreadable_photo_fails_alone_in_its_batch(settings, active_gate, active_classifier, mdx_photo):
+    settings.CARSITE_CLASSIFY_WORKER_BATCH = 3
+    jobs = _queue([mdx_photo, mdx_photo, mdx_photo])
+    jobs[1].image.storage.delete(jobs[1].image.name)
+
+    classification_run(jobs[0].pk)
+
+    statuses = list(
+        Classification.objects.filter(pk__in=[job.pk for job in jobs]).order_by("created_at").values_list(
+            "status", flat=True
+        )
+    )
+    assert statuses == [ClassificationStatus.DONE, ClassificationStatus.FAILED, ClassificationStatus.DONE]
+    assert "could not be found" in Classification.objects.get(pk=jobs[1].pk).error
+
+
+def test_a_stopped_task_fails_every_job_of_its_batch(settings, active_gate, mdx_photo):
+    jobs = _queue([mdx_photo, mdx_photo, mdx_photo])
+    Classification.objects.filter(pk__in=[jobs[0].pk, jobs[1].pk]).update(
+        status=ClassificationStatus.RUNNING, batch_leader=jobs[0].pk
+    )
+
+    assert classification_fail_stuck(jobs[0].pk, "Classification took too long and was stopped.") == 2
+
+    jobs_by_status = dict(Classification.objects.values_list("pk", "status"))
+    assert jobs_by_status[jobs[0].pk] == jobs_by_status[jobs[1].pk] == ClassificationStatus.FAILED
+    assert jobs_by_status[jobs[2].pk] == ClassificationStatus.QUEUED
