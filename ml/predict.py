@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
+import logging
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +16,28 @@ from ml.bundle import Bundle, load_bundle
 from ml.presets import ClassificationPresetEval
 
 ImageInput = Image.Image | str | Path
+logger = logging.getLogger(__name__)
+
+# glibc's mallopt parameters, and the largest mmap threshold it accepts on 64-bit systems.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_MMAP_THRESHOLD_MAX = 32 * 1024 * 1024
+_TRIM_THRESHOLD = 512 * 1024 * 1024
+
+
+def keep_freed_memory_for_reuse() -> bool:
+    """Ask glibc's malloc to keep freed tensor buffers for the next forward pass instead of unmapping them.
+
+    By default glibc serves allocations above a few MB with fresh mmap pages and unmaps them on free,
+    so every forward pass page-faults its activations in again (kernel time spent zeroing memory); on
+    this project's 2-core test machine that made a batch-1 CPU forward pass about 20% slower. The cost
+    is that freed buffers stay in the process for reuse. Returns False where this does not apply.
+    """
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False  # not glibc
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX)) and bool(mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD))
 
 
 @dataclass(frozen=True)
@@ -35,13 +60,54 @@ def group_matrix(num_outputs: int, labels: Sequence[str], groups: dict[str, list
     return m
 
 
+def compile_for_inference(model: torch.nn.Module, crop_size: int, device: torch.device) -> torch.nn.Module | None:
+    """The model traced and frozen into one TorchScript graph, or None when that does not reproduce it.
+
+    Three gains on CPU: batch norms folded into the convolutions, no Python between layers, and the
+    whole forward pass runs without holding the GIL, so two worker threads really use two cores
+    (measured here: a batch-2 forward about 30% faster alone, 1.9x the images/s with two threads,
+    against about 1.3x eager). The input size is fixed by the eval preset, so the padding arithmetic the
+    tracer records is exact; batch sizes vary, so the result is checked against the eager model on a
+    batch of two random images before it is used. torch 2.14 marks tracing deprecated; the eager model
+    remains the fallback.
+    """
+    example = torch.zeros(1, 3, crop_size, crop_size, device=device).to(memory_format=torch.channels_last)
+    probe = torch.randn(2, 3, crop_size, crop_size, generator=torch.Generator().manual_seed(0))
+    probe = probe.to(device).to(memory_format=torch.channels_last)
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # TracerWarning about the fixed-size padding, and the deprecation
+            compiled = torch.jit.freeze(torch.jit.trace(model, example, check_trace=False).eval())
+        with torch.inference_mode():
+            expected, got = model(probe).float(), compiled(probe).float()
+    except Exception as exc:  # any model the tracer cannot handle runs eagerly
+        logger.warning("running %s eagerly: tracing failed (%s)", type(model).__name__, exc)
+        return None
+    tolerance = 1e-3 * max(1.0, float(expected.abs().max()))
+    if got.shape != expected.shape or float((got - expected).abs().max()) > tolerance:
+        logger.warning("running %s eagerly: the traced graph does not reproduce it", type(model).__name__)
+        return None
+    return compiled
+
+
 class Predictor:
-    def __init__(self, bundle: Bundle, device: str | torch.device | None = None, num_threads: int | None = None):
+    def __init__(
+        self,
+        bundle: Bundle,
+        device: str | torch.device | None = None,
+        num_threads: int | None = None,
+        compile_model: bool = True,
+    ):
         if num_threads is not None:
             torch.set_num_threads(num_threads)
         self.bundle = bundle
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = bundle.load_model(self.device).to(memory_format=torch.channels_last).eval()
+        self.compiled = False
+        if compile_model:
+            compiled = compile_for_inference(self.model, bundle.preprocess.crop_size, self.device)
+            if compiled is not None:
+                self.model, self.compiled = compiled, True
         self.transform = ClassificationPresetEval.from_config(bundle.preprocess)
         self._groups: torch.Tensor | None = None
         self._group_weights: torch.Tensor | None = None
@@ -58,9 +124,13 @@ class Predictor:
 
     @classmethod
     def from_bundle(
-        cls, path: str | Path, device: str | torch.device | None = None, num_threads: int | None = None
+        cls,
+        path: str | Path,
+        device: str | torch.device | None = None,
+        num_threads: int | None = None,
+        compile_model: bool = True,
     ) -> Predictor:
-        return cls(load_bundle(path), device=device, num_threads=num_threads)
+        return cls(load_bundle(path), device=device, num_threads=num_threads, compile_model=compile_model)
 
     @property
     def labels(self) -> list[str]:
@@ -83,11 +153,11 @@ class Predictor:
         return self.bundle.abstain_threshold
 
     def warmup(self) -> None:
-        """Two dummy passes: the first calls allocate buffers and pick kernels, so they are slow."""
+        """Dummy passes: the first calls allocate buffers, pick kernels and (traced) optimise the graph."""
         size = self.bundle.preprocess.crop_size
         x = torch.zeros(1, 3, size, size, device=self.device).to(memory_format=torch.channels_last)
         with torch.inference_mode():
-            for _ in range(2):
+            for _ in range(3 if self.compiled else 2):
                 self.model(x)
 
     def _load(self, item: ImageInput) -> torch.Tensor:

@@ -27,6 +27,7 @@ from typing import Any
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 from PIL import Image
 
@@ -151,7 +152,7 @@ def _enqueue_callback(classification_id: uuid.UUID) -> Callable[[], None]:
 # --- running jobs ---
 #
 # A worker's task names one job (the "leader"). It claims that job and, in the same transaction, up to
-# ``worker_batch_size() - 1`` other queued jobs, and runs them through the gate and the classifier as
+# ``worker_batch_size() - 1`` other queued jobs (the newest), and runs them through the gate and the classifier as
 # one batch: one model call per batch instead of one per photo, and one round of database writes.
 # The members' own task messages arrive later and find their job finished (or running under a live
 # leader) and do nothing. If the worker dies mid-batch, the leader's unacknowledged message is
@@ -304,6 +305,10 @@ def _claim_batch(leader_id: uuid.UUID | str, size: int) -> list[Classification]:
     (the worker that ran it died), together with the members of that batch; a job running under
     another leader is left to that leader's task.
     """
+    # Most deliveries of a batched job find it finished: answer those without a transaction.
+    seen = Classification.objects.filter(pk=leader_id).values_list("status", flat=True).first()
+    if seen in (ClassificationStatus.DONE, ClassificationStatus.FAILED):
+        return []
     with transaction.atomic():
         leader = Classification.objects.select_for_update().filter(pk=leader_id).first()
         claimed: list[Classification] = []
@@ -311,59 +316,69 @@ def _claim_batch(leader_id: uuid.UUID | str, size: int) -> list[Classification]:
             logger.warning("classification %s no longer exists", leader_id)
         elif _runs_under_its_own_task(leader):
             claimed.append(leader)
-        # Members of an earlier attempt of this task's batch, then the oldest queued jobs nobody holds.
-        orphans = (
-            Classification.objects.select_for_update(skip_locked=True)
-            .filter(status=ClassificationStatus.RUNNING, batch_leader=leader_id)
-            .exclude(pk=leader_id)
-            .order_by("created_at")
-        )
-        claimed.extend(orphans[: max(0, size - len(claimed))] if claimed or leader is None else [])
+        if leader is None or leader.status == ClassificationStatus.RUNNING:
+            # Redelivered: the members of the earlier attempt's batch that did not finish come too.
+            orphans = (
+                Classification.objects.select_for_update(skip_locked=True)
+                .filter(status=ClassificationStatus.RUNNING, batch_leader=leader_id)
+                .exclude(pk=leader_id)
+                .order_by("created_at")
+            )
+            claimed.extend(orphans[: max(0, size - len(claimed))] if claimed or leader is None else [])
         if claimed and len(claimed) < size:
+            # The newest: the oldest jobs' messages are next in the broker's queue, so another worker
+            # thread is about to start on them; taking those would leave it only no-op messages.
             queued = (
                 Classification.objects.select_for_update(skip_locked=True)
                 .filter(status=ClassificationStatus.QUEUED)
                 .exclude(pk=leader_id)
-                .order_by("created_at")
+                .order_by("-created_at")
             )
             claimed.extend(queued[: size - len(claimed)])
         if not claimed:
             return []
         now = timezone.now()
         for job in claimed:
-            if job.started_at is None:
-                job.queue_wait_ms = max(0.0, (now - job.created_at).total_seconds() * 1000)
+            if job.queue_wait_ms is None:  # from upload to the first start, kept when a job is redone
+                first_start = job.started_at or now
+                job.queue_wait_ms = max(0.0, (first_start - job.created_at).total_seconds() * 1000)
             job.status = ClassificationStatus.RUNNING
             job.attempts += 1
             job.started_at = now
             job.batch_leader = uuid.UUID(str(leader_id))
             job.batch_size = len(claimed)
-        Classification.objects.bulk_update(
-            claimed, ["status", "attempts", "started_at", "queue_wait_ms", "batch_leader", "batch_size"]
+        # One plain UPDATE (bulk_update's CASE expressions cost more Python than the jobs' model share).
+        Classification.objects.filter(pk__in=[job.pk for job in claimed]).update(
+            status=ClassificationStatus.RUNNING,
+            attempts=F("attempts") + 1,
+            started_at=now,
+            batch_leader=uuid.UUID(str(leader_id)),
+            batch_size=len(claimed),
         )
     return claimed
 
 
 _RESULT_FIELDS = [
-    "status", "gate_verdict", "gate_confidence", "gate_version", "classifier_version", "predicted_car_model",
-    "confidence", "abstained", "make_fallback", "decode_ms", "gate_ms", "classifier_ms", "total_ms", "error",
-    "finished_at",
+    "status", "gate_verdict", "gate_confidence", "gate_version_id", "classifier_version_id",
+    "predicted_car_model_id", "confidence", "abstained", "make_fallback", "queue_wait_ms", "decode_ms", "gate_ms",
+    "classifier_ms", "total_ms", "error", "finished_at",
 ]
 
 
-def _finish_batch(results: Sequence[tuple[uuid.UUID, float, _Outcome]], started: float) -> None:
+def _finish_batch(results: Sequence[tuple[Classification, float, _Outcome]], started: float) -> None:
     """Write every result of a batch in one transaction; a job another delivery already finished is kept."""
     total_ms = (time.perf_counter() - started) * 1000
     with transaction.atomic():
-        ids = [job_id for job_id, _, _ in results]
+        ids = [job.pk for job, _, _ in results]
         # Locked in primary-key order, so two writers never wait on each other in a cycle.
         rows = {row.pk: row for row in Classification.objects.select_for_update().filter(pk__in=ids).order_by("pk")}
         finished_at = timezone.now()
         to_save, predictions = [], []
-        for job_id, decode_ms, outcome in results:
-            row = rows.get(job_id)
+        for job, decode_ms, outcome in results:
+            row = rows.get(job.pk)
             if row is None or row.status == ClassificationStatus.DONE:
                 continue
+            row.queue_wait_ms = row.queue_wait_ms if row.queue_wait_ms is not None else job.queue_wait_ms
             best = outcome.predictions[0] if outcome.predictions else None
             row.status = ClassificationStatus.DONE
             row.gate_verdict = outcome.gate_verdict
@@ -396,7 +411,8 @@ def _finish_batch(results: Sequence[tuple[uuid.UUID, float, _Outcome]], started:
         # An earlier attempt that died after writing predictions must not leave a second set.
         ClassificationPrediction.objects.filter(classification__in=to_save).delete()
         ClassificationPrediction.objects.bulk_create(predictions)
-        Classification.objects.bulk_update(to_save, _RESULT_FIELDS)
+        for row in to_save:
+            Classification.objects.filter(pk=row.pk).update(**{name: getattr(row, name) for name in _RESULT_FIELDS})
 
 
 def _fail(classification_id: uuid.UUID | str, message: str) -> Classification | None:
@@ -411,12 +427,15 @@ def _fail(classification_id: uuid.UUID | str, message: str) -> Classification | 
     return classification
 
 
-def classification_run(classification_id: uuid.UUID | str) -> Classification | None:
-    """Run this job, batched with other queued jobs (see above). Safe to call again for the same job."""
+def classification_run(classification_id: uuid.UUID | str) -> int:
+    """Run this job, batched with other queued jobs (see above); returns how many jobs this call ran.
+
+    Safe to call again for the same job: a finished job is never redone.
+    """
     jobs = _claim_batch(classification_id, worker_batch_size())
     if jobs:
         _run_batch(jobs)
-    return Classification.objects.filter(pk=classification_id).first()
+    return len(jobs)
 
 
 def _run_batch(jobs: Sequence[Classification]) -> None:
@@ -442,7 +461,7 @@ def _run_batch(jobs: Sequence[Classification]) -> None:
             _fail(job.pk, _readable_error(exc))
         return
     _finish_batch(
-        [(job.pk, decode_ms, outcome) for (job, _, decode_ms), outcome in zip(decoded, outcomes, strict=True)],
+        [(job, decode_ms, outcome) for (job, _, decode_ms), outcome in zip(decoded, outcomes, strict=True)],
         started,
     )
 

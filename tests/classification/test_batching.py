@@ -54,25 +54,27 @@ def test_one_task_runs_queued_jobs_together_with_the_answers_they_get_alone(
 
     for job in batched:
         job.refresh_from_db()
-    # The leader's task took the four oldest queued jobs; the fifth waits for its own task.
-    assert [job.status for job in batched] == [ClassificationStatus.DONE] * 4 + [ClassificationStatus.QUEUED]
-    assert {job.batch_leader for job in batched[:4]} == {batched[0].pk}
-    assert {job.batch_size for job in batched[:4]} == {4}
-    assert [_answer(job) for job in batched[:2]] == expected
-    assert _answer(batched[2]) == expected[0]
+    # The leader's task took its own job and the three newest queued ones; the second waits for its own task.
+    together, waiting = [batched[0], *batched[2:]], batched[1]
+    assert [job.status for job in batched] == [ClassificationStatus.DONE, ClassificationStatus.QUEUED] + [
+        ClassificationStatus.DONE
+    ] * 3
+    assert {job.batch_leader for job in together} == {batched[0].pk}
+    assert {job.batch_size for job in together} == {4}
+    assert [_answer(job) for job in together] == [expected[0], expected[0], expected[1], expected[0]]
     # Interior photos are never sent to the classifier, batched or not.
-    assert batched[1].classifier_version_id is None and batched[3].classifier_version_id is None
+    assert batched[3].classifier_version_id is None
     assert batched[0].total_ms >= batched[0].gate_ms + batched[0].classifier_ms
 
     # The members' own task messages arrive later and change nothing.
-    finished_at = {job.pk: job.finished_at for job in batched[:4]}
-    for job in batched[1:4]:
+    finished_at = {job.pk: job.finished_at for job in together}
+    for job in together[1:]:
         classification_run(job.pk)
-    for job in batched[:4]:
+    for job in together:
         job.refresh_from_db()
         assert (job.attempts, job.finished_at) == (1, finished_at[job.pk])
-    classification_run(batched[4].pk)
-    assert _answer(batched[4]) == expected[0]
+    classification_run(waiting.pk)
+    assert _answer(waiting) == expected[1]
 
 
 def test_a_batch_left_running_by_a_dead_worker_is_redone_by_its_leader_once(

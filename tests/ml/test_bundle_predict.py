@@ -88,3 +88,30 @@ def test_tampering_is_detected(model: torch.nn.Module, tmp_path: Path) -> None:
 def test_not_a_bundle(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         load_bundle(tmp_path)
+
+
+def test_predictor_runs_a_traced_graph_that_matches_the_eager_model(
+    model: torch.nn.Module, shapes: list[ManifestRecord], tmp_path: Path
+) -> None:
+    _save(tmp_path / "b", model)
+    compiled = Predictor.from_bundle(tmp_path / "b", device="cpu")
+    eager = Predictor.from_bundle(tmp_path / "b", device="cpu", compile_model=False)
+    assert compiled.compiled and isinstance(compiled.model, torch.jit.ScriptModule)
+    assert not eager.compiled and not isinstance(eager.model, torch.jit.ScriptModule)
+    images = [r.path for r in shapes[:3]]  # a batch size the graph was not traced with
+    for got, expected in zip(compiled.probabilities(images), eager.probabilities(images), strict=True):
+        assert torch.allclose(got, expected, atol=1e-5)
+
+
+class _BatchDependent(torch.nn.Module):
+    """Python control flow on the batch size: a trace at batch 1 records only one branch."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = x.mean(dim=(2, 3))
+        return pooled * 2 if x.shape[0] == 1 else pooled
+
+
+def test_a_model_the_trace_does_not_reproduce_stays_eager() -> None:
+    from ml.predict import compile_for_inference
+
+    assert compile_for_inference(_BatchDependent().eval(), 8, torch.device("cpu")) is None
