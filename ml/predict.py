@@ -166,14 +166,25 @@ class Predictor:
         with Image.open(item) as im:
             return self.transform(im)
 
-    @torch.inference_mode()
+    def preprocess(self, images: Sequence[ImageInput]) -> torch.Tensor:
+        """The eval transform of every image, stacked: the batch the model takes, on its device."""
+        x = torch.stack([self._load(im) for im in images]).to(self.device)
+        return x.contiguous(memory_format=torch.channels_last)
+
+    def same_preprocessing(self, other: Predictor) -> bool:
+        """Whether a batch prepared by ``other`` is exactly what this model would prepare itself."""
+        return self.bundle.preprocess == other.bundle.preprocess and self.device == other.device
+
     def probabilities(self, images: Sequence[ImageInput]) -> torch.Tensor:
         """Calibrated probabilities [N, len(labels)] (group masses for the zero-shot gate)."""
         if len(images) == 0:
             return torch.empty(0, len(self.labels))
-        x = torch.stack([self._load(im) for im in images]).to(self.device)
-        x = x.to(memory_format=torch.channels_last)
-        logits = self.model(x).float()
+        return self.batch_probabilities(self.preprocess(images))
+
+    @torch.inference_mode()
+    def batch_probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        """``probabilities`` of a batch that ``preprocess`` (of this or an equal predictor) prepared."""
+        logits = self.model(x.contiguous(memory_format=torch.channels_last)).float()
         if self._car_classes is not None:
             return self._hybrid_gate_probabilities(logits).cpu()
         probs = (logits / self.bundle.temperature).softmax(dim=1)
@@ -199,13 +210,19 @@ class Predictor:
         return probs
 
     def predict(self, images: Sequence[ImageInput], top_k: int = 5) -> list[list[Prediction]]:
-        probs = self.probabilities(images)
+        return self._ranked(self.probabilities(images), top_k)
+
+    def predict_batch(self, x: torch.Tensor, top_k: int = 5) -> list[list[Prediction]]:
+        """``predict`` for a batch that ``preprocess`` prepared (e.g. shared by the gate and the classifier)."""
+        return self._ranked(self.batch_probabilities(x), top_k)
+
+    def _ranked(self, probs: torch.Tensor, top_k: int) -> list[list[Prediction]]:
         k = min(top_k, probs.shape[1])
         out: list[list[Prediction]] = []
-        for row in probs:
+        for row in probs.tolist():  # plain floats: indexing the tensor per label costs more than the sort
             # stable sort on (-p, index) so ties always resolve the same way
-            order = sorted(range(len(row)), key=lambda i: (-float(row[i]), i))[:k]
-            out.append([Prediction(self.labels[i], float(row[i])) for i in order])
+            order = sorted(range(len(row)), key=lambda i: (-row[i], i))[:k]
+            out.append([Prediction(self.labels[i], row[i]) for i in order])
         return out
 
     def predict_image(self, img: ImageInput, top_k: int = 5) -> list[Prediction]:

@@ -230,9 +230,11 @@ def _classify_images(images: Sequence[Image.Image]) -> list[_Outcome]:
     verdicts: list[tuple[str, float | None]] = [("", None)] * count
     gate_version_id, gate_ms = None, None
     gate = _get_active_model(ModelKind.GATE)
+    batch = None
     if gate is not None:
         started = time.perf_counter()
-        ranked_views = gate.predictor.predict(list(images), top_k=1)
+        batch = gate.predictor.preprocess(images)
+        ranked_views = gate.predictor.predict_batch(batch, top_k=1)
         gate_ms = (time.perf_counter() - started) * 1000 / count
         verdicts = [(_gate_verdict_of(ranked[0].label), float(ranked[0].probability)) for ranked in ranked_views]
         gate_version_id = _model_version_id(ModelKind.GATE, gate.version)
@@ -247,7 +249,11 @@ def _classify_images(images: Sequence[Image.Image]) -> list[_Outcome]:
         predictor = classifier.predictor
         started = time.perf_counter()
         # Every label, so the make fallback sums the whole distribution, not just the top five.
-        ranked_all = predictor.predict([images[i] for i in exteriors], top_k=len(predictor.labels))
+        if batch is not None and predictor.same_preprocessing(gate.predictor):
+            # The photos were prepared once for both models (counted in gate_ms).
+            ranked_all = predictor.predict_batch(batch[exteriors], top_k=len(predictor.labels))
+        else:
+            ranked_all = predictor.predict([images[i] for i in exteriors], top_k=len(predictor.labels))
         classifier_ms = (time.perf_counter() - started) * 1000 / len(exteriors)
         classifier_version_id = _model_version_id(ModelKind.CLASSIFIER, classifier.version)
         ranked_models = dict(zip(exteriors, ranked_all, strict=True))

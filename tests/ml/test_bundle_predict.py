@@ -115,3 +115,18 @@ def test_a_model_the_trace_does_not_reproduce_stays_eager() -> None:
     from ml.predict import compile_for_inference
 
     assert compile_for_inference(_BatchDependent().eval(), 8, torch.device("cpu")) is None
+
+
+def test_a_batch_prepared_once_gives_the_same_answers(
+    model: torch.nn.Module, shapes: list[ManifestRecord], tmp_path: Path
+) -> None:
+    _save(tmp_path / "b", model)
+    first = Predictor.from_bundle(tmp_path / "b", device="cpu")
+    second = Predictor.from_bundle(tmp_path / "b", device="cpu")
+    images = [r.path for r in shapes[:3]]
+    assert second.same_preprocessing(first)
+
+    batch = first.preprocess(images)
+
+    assert second.predict_batch(batch, top_k=3) == second.predict(images, top_k=3)
+    assert second.predict_batch(batch[[0, 2]], top_k=3) == second.predict([images[0], images[2]], top_k=3)
