@@ -364,47 +364,45 @@ def _claim_batch(leader_id: uuid.UUID | str, size: int) -> list[Classification]:
     return claimed
 
 
-_RESULT_FIELDS = [
-    "status", "gate_verdict", "gate_confidence", "gate_version_id", "classifier_version_id",
-    "predicted_car_model_id", "confidence", "abstained", "make_fallback", "queue_wait_ms", "decode_ms", "gate_ms",
-    "classifier_ms", "total_ms", "error", "finished_at",
-]
-
-
 def _finish_batch(results: Sequence[tuple[Classification, float, _Outcome]], started: float) -> None:
     """Write every result of a batch in one transaction; a job another delivery already finished is kept."""
     total_ms = (time.perf_counter() - started) * 1000
+    finished_at = timezone.now()
     with transaction.atomic():
-        ids = [job.pk for job, _, _ in results]
-        # Locked in primary-key order, so two writers never wait on each other in a cycle.
-        rows = {row.pk: row for row in Classification.objects.select_for_update().filter(pk__in=ids).order_by("pk")}
-        finished_at = timezone.now()
-        to_save, predictions = [], []
-        for job, decode_ms, outcome in results:
-            row = rows.get(job.pk)
-            if row is None or row.status == ClassificationStatus.DONE:
-                continue
-            row.queue_wait_ms = row.queue_wait_ms if row.queue_wait_ms is not None else job.queue_wait_ms
+        written: list[Classification] = []
+        predictions: list[ClassificationPrediction] = []
+        # Primary-key order, so two writers never wait on each other's row locks in a cycle.
+        for job, decode_ms, outcome in sorted(results, key=lambda result: str(result[0].pk)):
             best = outcome.predictions[0] if outcome.predictions else None
-            row.status = ClassificationStatus.DONE
-            row.gate_verdict = outcome.gate_verdict
-            row.gate_confidence = outcome.gate_confidence
-            row.gate_version_id = outcome.gate_version_id
-            row.classifier_version_id = outcome.classifier_version_id
-            row.predicted_car_model_id = best["car_model_id"] if best else None
-            row.confidence = best["probability"] if best else None
-            row.abstained = outcome.abstained
-            row.make_fallback = outcome.make_fallback
-            row.decode_ms = decode_ms
-            row.gate_ms = outcome.gate_ms
-            row.classifier_ms = outcome.classifier_ms
-            row.total_ms = total_ms
-            row.error = ""
-            row.finished_at = finished_at
-            to_save.append(row)
+            # Check and write in one statement: no row is written twice however many deliveries race.
+            updated = (
+                Classification.objects.filter(pk=job.pk)
+                .exclude(status=ClassificationStatus.DONE)
+                .update(
+                    status=ClassificationStatus.DONE,
+                    gate_verdict=outcome.gate_verdict,
+                    gate_confidence=outcome.gate_confidence,
+                    gate_version_id=outcome.gate_version_id,
+                    classifier_version_id=outcome.classifier_version_id,
+                    predicted_car_model_id=best["car_model_id"] if best else None,
+                    confidence=best["probability"] if best else None,
+                    abstained=outcome.abstained,
+                    make_fallback=outcome.make_fallback,
+                    queue_wait_ms=job.queue_wait_ms,
+                    decode_ms=decode_ms,
+                    gate_ms=outcome.gate_ms,
+                    classifier_ms=outcome.classifier_ms,
+                    total_ms=total_ms,
+                    error="",
+                    finished_at=finished_at,
+                )
+            )
+            if not updated:
+                continue
+            written.append(job)
             predictions.extend(
                 ClassificationPrediction(
-                    classification=row,
+                    classification_id=job.pk,
                     rank=p["rank"],
                     label=p["label"],
                     car_model_id=p["car_model_id"],
@@ -412,13 +410,12 @@ def _finish_batch(results: Sequence[tuple[Classification, float, _Outcome]], sta
                 )
                 for p in outcome.predictions
             )
-        if not to_save:
-            return
-        # An earlier attempt that died after writing predictions must not leave a second set.
-        ClassificationPrediction.objects.filter(classification__in=to_save).delete()
-        ClassificationPrediction.objects.bulk_create(predictions)
-        for row in to_save:
-            Classification.objects.filter(pk=row.pk).update(**{name: getattr(row, name) for name in _RESULT_FIELDS})
+        redone = [job.pk for job in written if job.attempts > 1]
+        if redone:
+            # A job redone after its status was reset by hand must not keep a second set of predictions.
+            ClassificationPrediction.objects.filter(classification_id__in=redone).delete()
+        if predictions:
+            ClassificationPrediction.objects.bulk_create(predictions)
 
 
 def _fail(classification_id: uuid.UUID | str, message: str) -> Classification | None:
