@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -70,12 +71,13 @@ def _load(version_id: int) -> LoadedModel:
     return loaded
 
 
-def get_active_model(kind: str) -> LoadedModel | None:
+def get_active_model(kind: str, active_ids: Mapping[str, int] | None = None) -> LoadedModel | None:
     """The active model of ``kind``, loaded and warmed up; None when no version of that kind is active.
 
+    ``active_ids`` (from ``active_model_version_ids()``) saves the query when the caller needs several kinds.
     Raises ModelLoadError when the active version's bundle cannot be loaded.
     """
-    active_id = active_model_version_id(kind)
+    active_id = active_model_version_id(kind) if active_ids is None else active_ids.get(kind)
     if active_id is None:
         return None
     current = _loaded.get(kind)

@@ -27,6 +27,11 @@ def active_model_version_id(kind: str) -> int | None:
     return ModelVersion.objects.filter(kind=kind, is_active=True).values_list("pk", flat=True).first()
 
 
+def active_model_version_ids() -> dict[str, int]:
+    """The primary key of the active version of every kind that has one, in one query."""
+    return dict(ModelVersion.objects.filter(is_active=True).values_list("kind", "pk"))
+
+
 def model_version_find(identifier: str, *, kind: str | None = None) -> ModelVersion:
     """A version by primary key or version id (a unique prefix of it will do).
 

@@ -41,6 +41,7 @@ from classifier.models import (
     ModelKind,
     ModelVersion,
 )
+from classifier.selectors.registry import active_model_version_ids
 
 logger = logging.getLogger(__name__)
 
@@ -178,10 +179,10 @@ def worker_batch_size() -> int:
     return max(1, int(getattr(settings, "CARSITE_CLASSIFY_WORKER_BATCH", 4)))
 
 
-def _get_active_model(kind: str) -> Any:
+def _get_active_model(kind: str, active_ids: dict[str, int]) -> Any:
     from classifier.runtime import get_active_model
 
-    return get_active_model(kind)
+    return get_active_model(kind, active_ids)
 
 
 def _model_version_id(kind: str, version: Any) -> int | None:
@@ -229,7 +230,8 @@ def _classify_images(images: Sequence[Image.Image]) -> list[_Outcome]:
     count = len(images)
     verdicts: list[tuple[str, float | None]] = [("", None)] * count
     gate_version_id, gate_ms = None, None
-    gate = _get_active_model(ModelKind.GATE)
+    active_ids = active_model_version_ids()  # one query for both kinds, per batch
+    gate = _get_active_model(ModelKind.GATE, active_ids)
     batch = None
     if gate is not None:
         started = time.perf_counter()
@@ -244,7 +246,7 @@ def _classify_images(images: Sequence[Image.Image]) -> list[_Outcome]:
     ranked_models: dict[int, list[Any]] = {}
     classifier, classifier_ms, classifier_version_id = None, None, None
     if exteriors:
-        classifier = _get_active_model(ModelKind.CLASSIFIER)
+        classifier = _get_active_model(ModelKind.CLASSIFIER, active_ids)
     if classifier is not None:
         predictor = classifier.predictor
         started = time.perf_counter()
