@@ -120,6 +120,7 @@ def main() -> int:
     parser.add_argument("--pool", choices=["threads", "prefork"], default="threads")
     # Web and worker share 2 cores here: a niced worker lets uploads be accepted promptly at peak.
     parser.add_argument("--worker-nice", type=int, default=10)
+    parser.add_argument("--concurrency", type=int, default=2, help="worker pool size (jobs at a time)")
     parser.add_argument("--worker-batch", type=int, default=4, help="CARSITE_CLASSIFY_WORKER_BATCH of the worker")
     parser.add_argument("--prefetch", type=int, default=1, help="worker prefetch multiplier")
     parser.add_argument("--uploads", type=int, default=200)
@@ -275,7 +276,8 @@ def main() -> int:
         def start_worker(name: str, log: Path) -> subprocess.Popen:
             worker = subprocess.Popen(
                 ["nice", "-n", str(args.worker_nice), PYTHON, "-m", "celery", "-A", "carsite", "worker",
-                 "-Q", "default,ml", "-c", "2", "--pool", args.pool, "--prefetch-multiplier", str(args.prefetch),
+                 "-Q", "default,ml", "-c", str(args.concurrency), "--pool", args.pool,
+                 "--prefetch-multiplier", str(args.prefetch),
                  "-l", "warning", "-n", f"{name}-{os.getpid()}@%h"],
                 cwd=REPO, env={**env, "CARSITE_CLASSIFY_WORKER_BATCH": str(args.worker_batch)},
                 stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
@@ -355,7 +357,7 @@ def main() -> int:
 
         print("carsite classification benchmark")
         print(f"  machine: {os.cpu_count()} CPUs; gunicorn {args.web_workers} x {args.web_threads} threads; "
-              f"celery {args.pool} pool -c 2 "
+              f"celery {args.pool} pool -c {args.concurrency} "
               f"(nice {args.worker_nice}), torch 1 thread per job")
         print(f"  models: gate {args.gate_bundle.name}" + (f", classifier {args.classifier_bundle.name}"
                                                           if has_classifier else ", NO classifier"))
@@ -381,12 +383,13 @@ def main() -> int:
               f"{bound:.2f}/s that 2 cores allow at {compute_ms:.0f} ms/image (target >= 90%)")
         print(f"  while draining the backlog:    compute {loaded_compute:.0f} ms/image, "
               f"whole job {loaded_total:.0f} ms "
-              f"in the service (2 jobs at a time); machine load average {os.getloadavg()[0]:.1f}")
+              f"in the service ({args.concurrency} jobs at a time); machine load average {os.getloadavg()[0]:.1f}")
         sizes = statistics.mean(j["batch_size"] or 1 for j in jobs)
         # Each batch counted once: its jobs share one started_at and one finished_at.
         batches = {(j["started_at"], j["finished_at"]) for j in jobs}
         in_service = sum((end - start).total_seconds() for start, end in batches)
-        print(f"  worker threads inside the service (claim to result written): {in_service / (2 * span):.0%} of the "
+        busy_share = in_service / (args.concurrency * span)
+        print(f"  worker threads inside the service (claim to result written): {busy_share:.0%} of the "
               "drain; the rest is Celery and the broker between tasks")
         print(f"  drain breakdown (median per photo): decode {statistics.median(j['decode_ms'] or 0 for j in jobs):.1f}"
               f" ms, gate {statistics.median(j['gate_ms'] or 0 for j in jobs):.1f} ms, classifier "
