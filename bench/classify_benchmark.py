@@ -57,24 +57,23 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def rss_mb(pid: int) -> float:
+def proc_memory_mb(pid: int, file: str, field: str) -> float:
+    """A ``field: N kB`` line of /proc/<pid>/<file> in MB; 0 once the process is gone."""
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+        for line in Path(f"/proc/{pid}/{file}").read_text().splitlines():
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
     except FileNotFoundError:
         pass
     return 0.0
+
+
+def rss_mb(pid: int) -> float:
+    return proc_memory_mb(pid, "status", "VmRSS")
 
 
 def pss_mb(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1]) / 1024
-    except FileNotFoundError:
-        pass
-    return 0.0
+    return proc_memory_mb(pid, "smaps_rollup", "Pss")
 
 
 def multipart_body(data: bytes) -> tuple[str, bytes]:

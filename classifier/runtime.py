@@ -45,7 +45,7 @@ _loaded: dict[str, LoadedModel] = {}
 def _load(version_id: int) -> LoadedModel:
     from ml.predict import Predictor, keep_freed_memory_for_reuse
 
-    # Once per process, before the first forward pass: faster inference for some resident memory.
+    # Before any forward pass in this process (repeating it changes nothing): faster inference for some memory.
     keep_freed_memory_for_reuse()
     version = ModelVersion.objects.get(pk=version_id)
     started = time.perf_counter()

@@ -324,7 +324,7 @@ def _claim_batch(leader_id: uuid.UUID | str, size: int) -> list[Classification]:
             logger.warning("classification %s no longer exists", leader_id)
         elif _runs_under_its_own_task(leader):
             claimed.append(leader)
-        if leader is None or leader.status == ClassificationStatus.RUNNING:
+        if leader is None or (claimed and leader.status == ClassificationStatus.RUNNING):
             # Redelivered: the members of the earlier attempt's batch that did not finish come too.
             orphans = (
                 Classification.objects.select_for_update(skip_locked=True)
@@ -332,7 +332,7 @@ def _claim_batch(leader_id: uuid.UUID | str, size: int) -> list[Classification]:
                 .exclude(pk=leader_id)
                 .order_by("created_at")
             )
-            claimed.extend(orphans[: max(0, size - len(claimed))] if claimed or leader is None else [])
+            claimed.extend(orphans[: size - len(claimed)])
         if claimed and len(claimed) < size:
             # The newest: the oldest jobs' messages are next in the broker's queue, so another worker
             # thread is about to start on them; taking those would leave it only no-op messages.
@@ -345,7 +345,7 @@ def _claim_batch(leader_id: uuid.UUID | str, size: int) -> list[Classification]:
             claimed.extend(queued[: size - len(claimed)])
         if not claimed:
             return []
-        now = timezone.now()
+        now, batch_leader = timezone.now(), uuid.UUID(str(leader_id))
         for job in claimed:
             if job.queue_wait_ms is None:  # from upload to the first start, kept when a job is redone
                 first_start = job.started_at or now
@@ -353,14 +353,14 @@ def _claim_batch(leader_id: uuid.UUID | str, size: int) -> list[Classification]:
             job.status = ClassificationStatus.RUNNING
             job.attempts += 1
             job.started_at = now
-            job.batch_leader = uuid.UUID(str(leader_id))
+            job.batch_leader = batch_leader
             job.batch_size = len(claimed)
         # One plain UPDATE (bulk_update's CASE expressions cost more Python than the jobs' model share).
         Classification.objects.filter(pk__in=[job.pk for job in claimed]).update(
             status=ClassificationStatus.RUNNING,
             attempts=F("attempts") + 1,
             started_at=now,
-            batch_leader=uuid.UUID(str(leader_id)),
+            batch_leader=batch_leader,
             batch_size=len(claimed),
         )
     return claimed
@@ -374,7 +374,7 @@ def _finish_batch(results: Sequence[tuple[Classification, float, _Outcome]], sta
         written: list[Classification] = []
         predictions: list[ClassificationPrediction] = []
         # Primary-key order, so two writers never wait on each other's row locks in a cycle.
-        for job, decode_ms, outcome in sorted(results, key=lambda result: str(result[0].pk)):
+        for job, decode_ms, outcome in sorted(results, key=lambda result: result[0].pk):
             best = outcome.predictions[0] if outcome.predictions else None
             # Check and write in one statement: no row is written twice however many deliveries race.
             updated = (
