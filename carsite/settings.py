@@ -246,6 +246,10 @@ CARSITE_CLASSIFY_BATCH_LIMIT = env.int("CARSITE_CLASSIFY_BATCH_LIMIT", default=1
 # A worker task runs its job together with up to this many - 1 other queued jobs in one model call:
 # fewer model calls and database round trips per photo when uploads pile up (1 turns it off).
 CARSITE_CLASSIFY_WORKER_BATCH = env.int("CARSITE_CLASSIFY_WORKER_BATCH", default=4)
+# Photos per model call inside such a batch (0 = the whole batch). One at a time runs fastest when the
+# worker's threads compute side by side on a CPU (larger calls compete for the caches), and a photo's
+# answer then never depends on which photos shared its batch.
+CARSITE_CLASSIFY_FORWARD_BATCH = env.int("CARSITE_CLASSIFY_FORWARD_BATCH", default=1)
 # Test-only: make every classification job sleep this long so worker-kill tests can catch it mid-task.
 CARSITE_CLASSIFY_TEST_DELAY_MS = env.int("CARSITE_CLASSIFY_TEST_DELAY_MS", default=0)
 # --- end classification ---

@@ -1,3 +1,4 @@
+import gc
 import logging
 import os
 
@@ -27,6 +28,9 @@ def warm_up() -> None:
     from carsite.celery import app
 
     app.finalize()  # binds the registered tasks once instead of on the first .delay()
+    # Everything loaded so far lives as long as the process: keep it out of the collector's full passes,
+    # which otherwise stop every request thread for tens of milliseconds now and then.
+    gc.freeze()
     if not settings.CELERY_BROKER_URL:
         return
     try:

@@ -156,10 +156,13 @@ class NormalisedImage:
     height: int
 
 
-def normalise(data: bytes, limits: ImageLimits) -> NormalisedImage:
-    """Validate ``data`` and return the RGB JPEG carsite stores, with its hashes and size."""
+def normalise(data: bytes, limits: ImageLimits, *, perceptual_hash: bool = True) -> NormalisedImage:
+    """Validate ``data`` and return the RGB JPEG carsite stores, with its hashes and size.
+
+    ``perceptual_hash=False`` leaves ``phash`` empty: a visitor's upload is never compared for
+    near-duplicates, and the hash is a sizeable share of an upload's CPU time.
+    """
     rgb = fit_within(to_rgb(load_image(data, limits)), limits.max_side)
     jpeg = encode_jpeg(rgb)
-    return NormalisedImage(
-        jpeg=jpeg, sha256=sha256_hex(jpeg), phash=f"{dhash(rgb):016x}", width=rgb.width, height=rgb.height
-    )
+    phash = f"{dhash(rgb):016x}" if perceptual_hash else ""
+    return NormalisedImage(jpeg=jpeg, sha256=sha256_hex(jpeg), phash=phash, width=rgb.width, height=rgb.height)

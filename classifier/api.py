@@ -21,7 +21,7 @@ from rest_framework.throttling import SimpleRateThrottle
 
 from catalog.imaging import ImageRejected
 from classifier.selectors.classifications import classification_queryset
-from classifier.serializers import ClassificationSerializer, UploadRequestSerializer
+from classifier.serializers import ClassificationSerializer, UploadRequestSerializer, accepted_job_data
 from classifier.services.classification import Upload, batch_limit, classification_create_batch, upload_read
 
 ErrorSerializer = inline_serializer(
@@ -115,9 +115,8 @@ class ClassificationViewSet(mixins.CreateModelMixin, mixins.RetrieveModelMixin, 
             created = classification_create_batch(uploads, session_key=session_key, user=request.user)
         except ImageRejected as exc:
             return _error(exc.code, str(exc), 400)
-        context = self.get_serializer_context()
-        # Freshly created jobs have no predictions yet: serialise them as they are, without re-reading.
-        jobs = ClassificationSerializer(created, many=True, context=context).data
+        # Freshly created jobs have no result yet: answer with them as they are, without re-reading.
+        jobs = [accepted_job_data(job, request) for job in created]
         body: Any = jobs[0] if len(files) == 1 else {"results": jobs}
         return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": jobs[0]["url"]})
 

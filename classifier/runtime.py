@@ -51,7 +51,10 @@ def _load(version_id: int) -> LoadedModel:
     started = time.perf_counter()
     try:
         predictor = Predictor.from_bundle(
-            model_version_bundle_dir(version), device="cpu", num_threads=settings.CARSITE_TORCH_THREADS
+            model_version_bundle_dir(version),
+            device="cpu",
+            num_threads=settings.CARSITE_TORCH_THREADS,
+            forward_batch_size=settings.CARSITE_CLASSIFY_FORWARD_BATCH or None,
         )
         predictor.warmup()
     except Exception as exc:  # any failure to read the bundle makes the model unusable; say which one

@@ -97,13 +97,16 @@ class Predictor:
         device: str | torch.device | None = None,
         num_threads: int | None = None,
         compile_model: bool = True,
+        forward_batch_size: int | None = None,
     ):
+        """``forward_batch_size`` caps how many images go through the model in one call (None: the whole batch)."""
         if num_threads is not None:
             torch.set_num_threads(num_threads)
         self.bundle = bundle
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = bundle.load_model(self.device).to(memory_format=torch.channels_last).eval()
         self.compiled = False
+        self.forward_batch_size = forward_batch_size
         if compile_model:
             compiled = compile_for_inference(self.model, bundle.preprocess.crop_size, self.device)
             if compiled is not None:
@@ -129,8 +132,15 @@ class Predictor:
         device: str | torch.device | None = None,
         num_threads: int | None = None,
         compile_model: bool = True,
+        forward_batch_size: int | None = None,
     ) -> Predictor:
-        return cls(load_bundle(path), device=device, num_threads=num_threads, compile_model=compile_model)
+        return cls(
+            load_bundle(path),
+            device=device,
+            num_threads=num_threads,
+            compile_model=compile_model,
+            forward_batch_size=forward_batch_size,
+        )
 
     @property
     def labels(self) -> list[str]:
@@ -184,7 +194,7 @@ class Predictor:
     @torch.inference_mode()
     def batch_probabilities(self, x: torch.Tensor) -> torch.Tensor:
         """``probabilities`` of a batch that ``preprocess`` (of this or an equal predictor) prepared."""
-        logits = self.model(x.contiguous(memory_format=torch.channels_last)).float()
+        logits = self._logits(x.contiguous(memory_format=torch.channels_last)).float()
         if self._car_classes is not None:
             return self._hybrid_gate_probabilities(logits).cpu()
         probs = (logits / self.bundle.temperature).softmax(dim=1)
@@ -193,6 +203,13 @@ class Predictor:
             mass = (probs @ self._groups) * self._group_weights
             probs = mass / mass.sum(dim=1, keepdim=True)
         return probs.cpu()
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        step = self.forward_batch_size
+        if not step or len(x) <= step:
+            return self.model(x)
+        # Slices along the batch dimension keep the channels-last layout.
+        return torch.cat([self.model(x[start : start + step]) for start in range(0, len(x), step)])
 
     def _hybrid_gate_probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """The trained view head decides among car photos; ImageNet decides whether it is a car photo at all.

@@ -308,11 +308,12 @@ def _finish(
     car_model: CarModel | None = None,
     error: str = "",
     error_code: str = "",
+    also_save: Sequence[str] = (),
 ) -> None:
     page.status = status
     page.error, page.error_code = error, error_code
     page.attempts += 1
-    fields = ["status", "error", "error_code", "attempts", "updated_at"]
+    fields = ["status", "error", "error_code", "attempts", "updated_at", *also_save]
     if result is not None:
         page.http_status, page.fetched_at, page.not_modified = result.status, timezone.now(), result.not_modified
         fields += ["http_status", "fetched_at", "not_modified"]
@@ -330,14 +331,31 @@ def _finish(
 
 
 def _fail(page: PageRecord, code: str, message: str, *, status: int | None = None, skipped: bool = False) -> None:
-    with transaction.atomic():
-        page.http_status = status if status is not None else page.http_status
-        page.save(update_fields=["http_status"])
-        _finish(page, PageStatus.SKIPPED if skipped else PageStatus.FAILED, error=message, error_code=code)
-        if page.kind == PageKind.IMAGE:
-            _bump(page.run_id, **({"images_skipped": 1} if skipped else {"images_failed": 1}))
-        if not skipped:
-            ScrapeRun.objects.filter(pk=page.run_id).update(last_error=f"{page.url}: {message}"[:2000])
+    for attempt in range(DEADLOCK_RETRIES + 1):
+        try:
+            with transaction.atomic():
+                # One UPDATE of the page: a second one in the same transaction would make PostgreSQL re-check
+                # the page's car model key at commit, after this transaction has locked the run, while an
+                # image being added holds that car model and waits for the run (a deadlock seen in CI).
+                if status is not None:
+                    page.http_status = status
+                _finish(
+                    page,
+                    PageStatus.SKIPPED if skipped else PageStatus.FAILED,
+                    error=message,
+                    error_code=code,
+                    also_save=("http_status",),
+                )
+                if page.kind == PageKind.IMAGE:
+                    _bump(page.run_id, **({"images_skipped": 1} if skipped else {"images_failed": 1}))
+                if not skipped:
+                    ScrapeRun.objects.filter(pk=page.run_id).update(last_error=f"{page.url}: {message}"[:2000])
+            return
+        except OperationalError as exc:
+            if getattr(exc.__cause__, "sqlstate", None) not in RETRYABLE_SQLSTATES or attempt == DEADLOCK_RETRIES:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+            page.refresh_from_db()  # undo what the aborted attempt changed in memory (attempts, status)
 
 
 def page_process(page_id: int, *, fetcher: Fetcher | None = None) -> list[int]:

@@ -7,7 +7,7 @@ task drives the same ``page_process`` in a loop instead, so the fan-out never re
 
 from celery import shared_task
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, transaction
 
 from scraping import services
 from scraping.models import PageRecord, PageStatus, ScrapeRun
@@ -31,7 +31,16 @@ def scrape_run(run_id: int) -> None:
         services.run_finish_if_idle(run_id)
 
 
-@shared_task(name="scraping.page")
+@shared_task(
+    name="scraping.page",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    # page_process is a no-op for a page already processed, so a database hiccup (or a worker that
+    # died) is answered by running the task again rather than leaving the page pending and the run open.
+    autoretry_for=(DatabaseError,),
+    retry_backoff=1,
+    max_retries=5,
+)
 def scrape_page(page_id: int) -> None:
     children = services.page_process(page_id)
     _queue_pages(children)

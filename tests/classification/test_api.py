@@ -32,6 +32,21 @@ def test_post_one_photo_answers_202_with_location(client, django_capture_on_comm
     assert len(callbacks) == 1  # queued only once the upload has committed
 
 
+def test_the_upload_answer_is_what_the_serializer_says_of_the_stored_job(client, django_capture_on_commit_callbacks):
+    from rest_framework.test import APIRequestFactory
+
+    from classifier.serializers import ClassificationSerializer
+
+    with django_capture_on_commit_callbacks(execute=False):
+        single = client.post(URL, {"image": _jpeg("one.jpg")}).json()
+        batch = client.post(URL, {"image": [_jpeg(f"{i}.jpg", (60 * i, 10, 10)) for i in range(2)]}).json()
+
+    request = APIRequestFactory().get("/")  # the same host as the test client's: testserver
+    for answered in (single, *batch["results"]):
+        stored = Classification.objects.get(pk=answered["id"])
+        assert answered == ClassificationSerializer(stored, context={"request": request}).data
+
+
 def test_batch_returns_every_job_in_order(client):
     response = client.post(URL, {"image": [_jpeg(f"{i}.jpg", (40 * i, 10, 10)) for i in range(3)]})
 

@@ -130,3 +130,21 @@ def test_a_batch_prepared_once_gives_the_same_answers(
 
     assert second.predict_batch(batch, top_k=3) == second.predict(images, top_k=3)
     assert second.predict_batch(batch[[0, 2]], top_k=3) == second.predict([images[0], images[2]], top_k=3)
+
+
+def test_one_photo_per_forward_pass_answers_the_same_whatever_the_batch(
+    model: torch.nn.Module, shapes: list[ManifestRecord], tmp_path: Path
+) -> None:
+    _save(tmp_path / "b", model)
+    per_photo = Predictor.from_bundle(tmp_path / "b", device="cpu", forward_batch_size=1)
+    whole = Predictor.from_bundle(tmp_path / "b", device="cpu")
+    images = [r.path for r in shapes[:5]]
+
+    alone = [per_photo.probabilities([image])[0] for image in images]
+    together = per_photo.probabilities(images)
+
+    # Bit for bit: a photo's answer does not depend on which photos shared its batch.
+    for one, batched in zip(alone, together, strict=True):
+        assert torch.equal(one, batched)
+    assert torch.allclose(together, whole.probabilities(images), atol=1e-5)
+    assert per_photo.probabilities([]).shape == (0, len(SHAPE_CLASSES))
