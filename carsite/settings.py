@@ -229,6 +229,10 @@ CARSITE_NEAR_DUPLICATE_DISTANCE = env.int("CARSITE_NEAR_DUPLICATE_DISTANCE", def
 # --- classifier runtime ---
 # Threads torch may use per worker process; keep workers x threads within the machine's cores.
 CARSITE_TORCH_THREADS = env.int("CARSITE_TORCH_THREADS", default=2)
+# Model calls one worker process runs at once (0: its cores / CARSITE_TORCH_THREADS). A worker started
+# with more threads than this keeps the cores computing while its other threads talk to the broker
+# and the database.
+CARSITE_CLASSIFY_COMPUTE_SLOTS = env.int("CARSITE_CLASSIFY_COMPUTE_SLOTS", default=0)
 # --- end classifier runtime ---
 
 LOGGING = {

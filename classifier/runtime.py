@@ -8,9 +8,11 @@ version takes effect on the next call in every worker without a restart.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -40,6 +42,32 @@ class LoadedModel:
 
 _lock = threading.Lock()
 _loaded: dict[str, LoadedModel] = {}
+_compute_slots: threading.BoundedSemaphore | None = None
+
+
+def compute_slot_count() -> int:
+    """Model calls this process runs at once: ``CARSITE_CLASSIFY_COMPUTE_SLOTS``, or its cores / torch threads."""
+    configured = int(getattr(settings, "CARSITE_CLASSIFY_COMPUTE_SLOTS", 0) or 0)
+    if configured > 0:
+        return configured
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max(1, int(settings.CARSITE_TORCH_THREADS)))
+
+
+@contextmanager
+def compute_slot() -> Iterator[None]:
+    """Hold one of this process's compute slots while running the models.
+
+    A worker with more threads than cores keeps the cores computing while its other threads wait on
+    the broker and the database; the slots stop those extra threads from computing all at once.
+    """
+    global _compute_slots
+    if _compute_slots is None:
+        with _lock:
+            if _compute_slots is None:
+                _compute_slots = threading.BoundedSemaphore(compute_slot_count())
+    with _compute_slots:
+        yield
 
 
 def _load(version_id: int) -> LoadedModel:

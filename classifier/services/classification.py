@@ -462,8 +462,11 @@ def _run_batch(jobs: Sequence[Classification]) -> None:
         decoded.append((job, image, decode_ms))
     if not decoded:
         return
+    from classifier.runtime import compute_slot
+
     try:
-        outcomes = _classify_images([image for _, image, _ in decoded])
+        with compute_slot():
+            outcomes = _classify_images([image for _, image, _ in decoded])
     except Exception as exc:
         logger.exception("classification batch of %s failed", ", ".join(str(job.pk) for job, _, _ in decoded))
         for job, _, _ in decoded:

@@ -76,3 +76,45 @@ def test_worker_hooks_warm_up_in_prefork_children_only(make_bundle, monkeypatch)
     worker._warm_up_when_ready()
     assert calls == ["warm", "warm"]
     worker._remember_pool_kind(instance=type("W", (), {"pool_cls": "celery.concurrency.prefork:TaskPool"})())
+
+
+def test_compute_slots_default_to_one_per_core_and_follow_the_setting(settings, monkeypatch):
+    from classifier import runtime
+
+    monkeypatch.setattr(runtime.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    settings.CARSITE_CLASSIFY_COMPUTE_SLOTS = 0
+    settings.CARSITE_TORCH_THREADS = 1
+    assert runtime.compute_slot_count() == 4
+    settings.CARSITE_TORCH_THREADS = 2
+    assert runtime.compute_slot_count() == 2
+    settings.CARSITE_CLASSIFY_COMPUTE_SLOTS = 3
+    assert runtime.compute_slot_count() == 3
+
+
+def test_no_more_threads_compute_at_once_than_there_are_slots(settings, monkeypatch):
+    import threading
+    import time
+
+    from classifier import runtime
+
+    settings.CARSITE_CLASSIFY_COMPUTE_SLOTS = 2
+    monkeypatch.setattr(runtime, "_compute_slots", None)  # built from the setting on first use
+    inside, most_inside, guard = 0, 0, threading.Lock()
+
+    def compute() -> None:
+        nonlocal inside, most_inside
+        with runtime.compute_slot():
+            with guard:
+                inside += 1
+                most_inside = max(most_inside, inside)
+            time.sleep(0.02)
+            with guard:
+                inside -= 1
+
+    threads = [threading.Thread(target=compute) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert most_inside == 2
