@@ -20,7 +20,7 @@ from rest_framework.routers import DefaultRouter
 from rest_framework.throttling import SimpleRateThrottle
 
 from catalog.imaging import ImageRejected
-from classifier.selectors.classifications import classification_queryset
+from classifier.selectors.classifications import classification_queryset, with_predictions
 from classifier.serializers import ClassificationSerializer, UploadRequestSerializer, accepted_job_data
 from classifier.services.classification import Upload, batch_limit, classification_create_batch, upload_read
 
@@ -125,7 +125,8 @@ class ClassificationViewSet(mixins.CreateModelMixin, mixins.RetrieveModelMixin, 
         responses={200: ClassificationSerializer, 404: OpenApiResponse(ErrorSerializer)},
     )
     def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        return super().retrieve(request, *args, **kwargs)
+        job = with_predictions(self.get_object())
+        return Response(self.get_serializer(job).data)
 
 
 def register(router: DefaultRouter) -> None:

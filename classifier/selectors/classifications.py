@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from itertools import groupby
 from typing import Any
 
-from django.db.models import Prefetch, QuerySet
+from django.db.models import Prefetch, QuerySet, prefetch_related_objects
 
 from catalog.models import CarImage, CarModel, ImageView, Specification
 from catalog.selectors import car_model_gallery
@@ -55,20 +55,33 @@ SPEC_ROWS: tuple[tuple[str, str, str], ...] = (
 )
 
 
-def classification_queryset() -> QuerySet[Classification]:
-    return Classification.objects.select_related(
-        "predicted_car_model__manufacturer", "gate_version", "classifier_version"
-    ).prefetch_related(
-        Prefetch(
-            "predictions",
-            queryset=ClassificationPrediction.objects.select_related("car_model__manufacturer").order_by("rank"),
-        )
+def _predictions_prefetch() -> Prefetch:
+    return Prefetch(
+        "predictions",
+        queryset=ClassificationPrediction.objects.select_related("car_model__manufacturer").order_by("rank"),
     )
 
 
+def classification_queryset() -> QuerySet[Classification]:
+    """Jobs with what their result needs in one query; add the predictions with ``with_predictions``."""
+    return Classification.objects.select_related(
+        "predicted_car_model__manufacturer", "gate_version", "classifier_version"
+    )
+
+
+def with_predictions(classification: Classification) -> Classification:
+    """Fetch the job's predictions in one query, only once it has finished: until then it has none.
+
+    Pages and API clients poll a job while it is queued or running; this saves each poll a query.
+    """
+    if classification.status in (ClassificationStatus.DONE, ClassificationStatus.FAILED):
+        prefetch_related_objects([classification], _predictions_prefetch())
+    return classification
+
+
 def classification_get(classification_id: uuid.UUID | str) -> Classification:
-    """The job with its predictions; raises Classification.DoesNotExist."""
-    return classification_queryset().get(pk=classification_id)
+    """The job, with its predictions once finished; raises Classification.DoesNotExist."""
+    return with_predictions(classification_queryset().get(pk=classification_id))
 
 
 def classifications_for_session(session_key: str, *, limit: int = 12) -> list[Classification]:

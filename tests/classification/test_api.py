@@ -69,6 +69,16 @@ def test_batch_over_the_limit_is_refused_whole(client, settings, _isolated_media
     assert media_files(_isolated_media) == []
 
 
+def test_polling_a_queued_job_costs_one_query(client, django_capture_on_commit_callbacks, django_assert_num_queries):
+    with django_capture_on_commit_callbacks(execute=False):
+        location = client.post(URL, {"image": _jpeg()})["Location"]
+
+    with django_assert_num_queries(1):
+        job = client.get(location).json()
+
+    assert (job["status"], job["result"]) == ("queued", None)
+
+
 def test_get_shows_status_then_result_with_car_model_and_specs(
     client, active_gate, active_classifier, mdx_photo, django_capture_on_commit_callbacks
 ):
