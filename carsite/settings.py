@@ -247,9 +247,11 @@ LOGGING = {
 # --- classification ---
 # Most photos one API request may send as a batch (several multipart parts named "image").
 CARSITE_CLASSIFY_BATCH_LIMIT = env.int("CARSITE_CLASSIFY_BATCH_LIMIT", default=10)
-# A worker task runs its job together with up to this many - 1 other queued jobs in one model call:
-# fewer model calls and database round trips per photo when uploads pile up (1 turns it off).
-CARSITE_CLASSIFY_WORKER_BATCH = env.int("CARSITE_CLASSIFY_WORKER_BATCH", default=4)
+# A worker task runs its job together with up to this many - 1 other queued jobs: one round of
+# database writes per batch, and each model runs over the whole batch before the next model starts
+# (its weights stay in the caches) when uploads pile up. 1 turns it off. On 2 cores, 8 drained a
+# backlog 6-14 points closer to the compute bound than 4 (three A/B pairs of bench/classify_benchmark.py).
+CARSITE_CLASSIFY_WORKER_BATCH = env.int("CARSITE_CLASSIFY_WORKER_BATCH", default=8)
 # Photos per model call inside such a batch (0 = the whole batch). One at a time runs fastest when the
 # worker's threads compute side by side on a CPU (larger calls compete for the caches), and a photo's
 # answer then never depends on which photos shared its batch.
