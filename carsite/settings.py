@@ -250,8 +250,10 @@ CARSITE_CLASSIFY_BATCH_LIMIT = env.int("CARSITE_CLASSIFY_BATCH_LIMIT", default=1
 # A worker task runs its job together with up to this many - 1 other queued jobs: one round of
 # database writes per batch, and each model runs over the whole batch before the next model starts
 # (its weights stay in the caches) when uploads pile up. 1 turns it off. On 2 cores, 8 drained a
-# backlog 6-14 points closer to the compute bound than 4 (three A/B pairs of bench/classify_benchmark.py).
-CARSITE_CLASSIFY_WORKER_BATCH = env.int("CARSITE_CLASSIFY_WORKER_BATCH", default=8)
+# backlog about 6 points closer to the compute bound than 4 (five A/B pairs of bench/classify_benchmark.py),
+# but releases results in bursts of 8, and visitors who upload again as soon as they have their answer
+# then arrive together: upload accept p99 went over 100 ms in 2 of 5 runs (never at 4).
+CARSITE_CLASSIFY_WORKER_BATCH = env.int("CARSITE_CLASSIFY_WORKER_BATCH", default=4)
 # Photos per model call inside such a batch (0 = the whole batch). One at a time runs fastest when the
 # worker's threads compute side by side on a CPU (larger calls compete for the caches), and a photo's
 # answer then never depends on which photos shared its batch.
