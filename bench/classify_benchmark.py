@@ -226,6 +226,7 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=3,
                         help="worker pool size (threads; the models run on at most one per core at a time)")
     parser.add_argument("--worker-batch", type=int, default=4, help="CARSITE_CLASSIFY_WORKER_BATCH of the worker")
+    parser.add_argument("--torch-threads", type=int, default=1, help="CARSITE_TORCH_THREADS (per model call)")
     parser.add_argument("--forward-batch", type=int, default=1,
                         help="CARSITE_CLASSIFY_FORWARD_BATCH of the worker (photos per model call; 0 = whole batch)")
     parser.add_argument("--prefetch", type=int, default=1, help="worker prefetch multiplier")
@@ -250,7 +251,7 @@ def main() -> int:
         "SECURE_SSL_REDIRECT": "0",
         "SECURE_COOKIES": "0",
         "CLASSIFY_ANON_RATE": "1000000/minute",
-        "CARSITE_TORCH_THREADS": "1",
+        "CARSITE_TORCH_THREADS": str(args.torch_threads),
         "CARSITE_CLASSIFY_WORKER_BATCH": str(args.worker_batch),
         "CARSITE_CLASSIFY_FORWARD_BATCH": str(args.forward_batch),
         "CONN_MAX_AGE": "60",
@@ -476,7 +477,8 @@ def main() -> int:
         print("carsite classification benchmark")
         print(f"  machine: {os.cpu_count()} CPUs; gunicorn {args.web_workers} x {args.web_threads} threads; "
               f"celery {args.pool} pool -c {args.concurrency} "
-              f"(nice {args.worker_nice}), torch 1 thread per job")
+              f"(nice {args.worker_nice}), torch {args.torch_threads} thread(s) per model call, "
+              f"worker batch {args.worker_batch}, forward batch {args.forward_batch or 'whole'}")
         print(f"  models: gate {args.gate_bundle.name}" + (f", classifier {args.classifier_bundle.name}"
                                                           if has_classifier else ", NO classifier"))
         print(f"  worker start -> first result:  {time_to_first:6.2f} s cold, {restart_to_first:.2f} s on restart "
