@@ -104,8 +104,8 @@ class Classification(models.Model):
     total_ms = models.FloatField(null=True, blank=True)
     error = models.TextField(blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
-    # A worker runs the job its task names together with other queued jobs in one forward pass; the
-    # leader's unacknowledged task message is what brings the whole batch back if that worker dies.
+    # A worker runs the job its task names together with other queued jobs as one batch; the leader's
+    # unacknowledged task message is what brings the whole batch back if that worker dies.
     batch_leader = models.UUIDField(
         null=True, blank=True, db_index=True, help_text="The job whose task ran this one (itself when alone)."
     )
@@ -121,7 +121,7 @@ class Classification(models.Model):
     class Meta:
         ordering = ["-created_at"]
         indexes = [
-            # The worker's "oldest queued jobs" query stays cheap however long the history grows.
+            # The worker's "newest queued jobs" query stays cheap however long the history grows.
             models.Index(fields=["created_at"], condition=Q(status="queued"), name="classification_queued"),
         ]
         constraints = [

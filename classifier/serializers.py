@@ -89,6 +89,22 @@ class TimingsSerializer(serializers.Serializer):
 TIMING_FIELDS = tuple(TimingsSerializer().fields)
 
 
+def _absolute(path: str, request: Any) -> str:
+    return request.build_absolute_uri(path) if request is not None else path
+
+
+def _api_url(job: Classification, request: Any) -> str:
+    return _absolute(reverse("classification-detail", kwargs={"pk": job.pk}), request)
+
+
+def _page_url(job: Classification, request: Any) -> str:
+    return _absolute(reverse("classifier:result", kwargs={"pk": job.pk}), request)
+
+
+def _image_url(job: Classification, request: Any) -> str | None:
+    return _absolute(job.image.url, request) if job.image else None
+
+
 class ClassificationSerializer(serializers.ModelSerializer):
     url = serializers.SerializerMethodField()
     page_url = serializers.SerializerMethodField()
@@ -117,21 +133,17 @@ class ClassificationSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = fields
 
-    def _absolute(self, path: str) -> str:
-        request = self.context.get("request")
-        return request.build_absolute_uri(path) if request is not None else path
-
     @extend_schema_field(OpenApiTypes.URI)
     def get_url(self, obj: Classification) -> str:
-        return self._absolute(reverse("classification-detail", kwargs={"pk": obj.pk}))
+        return _api_url(obj, self.context.get("request"))
 
     @extend_schema_field(OpenApiTypes.URI)
     def get_page_url(self, obj: Classification) -> str:
-        return self._absolute(reverse("classifier:result", kwargs={"pk": obj.pk}))
+        return _page_url(obj, self.context.get("request"))
 
     @extend_schema_field(OpenApiTypes.URI)
     def get_image_url(self, obj: Classification) -> str | None:
-        return self._absolute(obj.image.url) if obj.image else None
+        return _image_url(obj, self.context.get("request"))
 
     @extend_schema_field(TimingsSerializer)
     def get_timings(self, obj: Classification) -> dict[str, float | None]:
@@ -171,16 +183,12 @@ def accepted_job_data(job: Classification, request: Any) -> dict[str, Any]:
     The upload answer is on the hot path of every upload, and building a ModelSerializer's fields
     costs more than the rest of the answer; a test holds the two to the same output.
     """
-
-    def absolute(path: str) -> str:
-        return request.build_absolute_uri(path) if request is not None else path
-
     return {
         "id": str(job.pk),
         "status": job.status,
-        "url": absolute(reverse("classification-detail", kwargs={"pk": job.pk})),
-        "page_url": absolute(reverse("classifier:result", kwargs={"pk": job.pk})),
-        "image_url": absolute(job.image.url) if job.image else None,
+        "url": _api_url(job, request),
+        "page_url": _page_url(job, request),
+        "image_url": _image_url(job, request),
         "original_filename": job.original_filename,
         "width": job.width,
         "height": job.height,

@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -36,6 +37,7 @@ logger = logging.getLogger(__name__)
 MAX_URL_LENGTH = PageRecord._meta.get_field("url").max_length
 DEADLOCK_RETRIES = 3
 RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})  # deadlock detected, serialization failure
+T = TypeVar("T")
 
 
 # --- runs ----------------------------------------------------------------------------------------
@@ -330,32 +332,45 @@ def _finish(
     page.save(update_fields=fields)
 
 
-def _fail(page: PageRecord, code: str, message: str, *, status: int | None = None, skipped: bool = False) -> None:
+def _with_deadlock_retries(page: PageRecord, action: Callable[[], T]) -> T:
+    """Run ``action`` (which writes in its own transactions) again when the database aborts it to break a lock cycle.
+
+    Concurrent workers can deadlock on the run, the car model and the page rows; PostgreSQL then aborts one
+    transaction, which wrote nothing. The page is reloaded before the next try, since the aborted attempt may
+    have changed it in memory (attempts, status).
+    """
     for attempt in range(DEADLOCK_RETRIES + 1):
         try:
-            with transaction.atomic():
-                # One UPDATE of the page: a second one in the same transaction would make PostgreSQL re-check
-                # the page's car model key at commit, after this transaction has locked the run, while an
-                # image being added holds that car model and waits for the run (a deadlock seen in CI).
-                if status is not None:
-                    page.http_status = status
-                _finish(
-                    page,
-                    PageStatus.SKIPPED if skipped else PageStatus.FAILED,
-                    error=message,
-                    error_code=code,
-                    also_save=("http_status",),
-                )
-                if page.kind == PageKind.IMAGE:
-                    _bump(page.run_id, **({"images_skipped": 1} if skipped else {"images_failed": 1}))
-                if not skipped:
-                    ScrapeRun.objects.filter(pk=page.run_id).update(last_error=f"{page.url}: {message}"[:2000])
-            return
+            return action()
         except OperationalError as exc:
             if getattr(exc.__cause__, "sqlstate", None) not in RETRYABLE_SQLSTATES or attempt == DEADLOCK_RETRIES:
                 raise
             time.sleep(0.05 * (attempt + 1))
-            page.refresh_from_db()  # undo what the aborted attempt changed in memory (attempts, status)
+            page.refresh_from_db()
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def _fail(page: PageRecord, code: str, message: str, *, status: int | None = None, skipped: bool = False) -> None:
+    def record() -> None:
+        with transaction.atomic():
+            # One UPDATE of the page: a second one in the same transaction would make PostgreSQL re-check
+            # the page's car model key at commit, after this transaction has locked the run, while an
+            # image being added holds that car model and waits for the run (a deadlock seen in CI).
+            if status is not None:
+                page.http_status = status
+            _finish(
+                page,
+                PageStatus.SKIPPED if skipped else PageStatus.FAILED,
+                error=message,
+                error_code=code,
+                also_save=("http_status",),
+            )
+            if page.kind == PageKind.IMAGE:
+                _bump(page.run_id, **({"images_skipped": 1} if skipped else {"images_failed": 1}))
+            if not skipped:
+                ScrapeRun.objects.filter(pk=page.run_id).update(last_error=f"{page.url}: {message}"[:2000])
+
+    _with_deadlock_retries(page, record)
 
 
 def page_process(page_id: int, *, fetcher: Fetcher | None = None) -> list[int]:
@@ -372,17 +387,9 @@ def page_process(page_id: int, *, fetcher: Fetcher | None = None) -> list[int]:
     fetcher = fetcher or get_fetcher()
     try:
         adapter = get_adapter(page.run.source)
-        for attempt in range(DEADLOCK_RETRIES + 1):
-            try:
-                if page.kind == PageKind.IMAGE:
-                    return _process_image(page, fetcher)
-                return _process_page(page, adapter, fetcher)
-            except OperationalError as exc:
-                # Concurrent workers: the database broke a lock cycle by aborting us. Nothing was written.
-                if getattr(exc.__cause__, "sqlstate", None) not in RETRYABLE_SQLSTATES or attempt == DEADLOCK_RETRIES:
-                    raise
-                time.sleep(0.05 * (attempt + 1))
-                page.refresh_from_db()
+        if page.kind == PageKind.IMAGE:
+            return _with_deadlock_retries(page, lambda: _process_image(page, fetcher))
+        return _with_deadlock_retries(page, lambda: _process_page(page, adapter, fetcher))
     except FetchError as exc:
         _fail(page, exc.code, str(exc), status=exc.status, skipped=exc.code == "robots_disallowed")
     except NotACarPage as exc:

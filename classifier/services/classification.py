@@ -158,7 +158,7 @@ def _enqueue_callback(classification_id: uuid.UUID) -> Callable[[], None]:
 #
 # A worker's task names one job (the "leader"). It claims that job and, in the same transaction, up to
 # ``worker_batch_size() - 1`` other queued jobs (the newest), and runs them through the gate and the classifier as
-# one batch: one model call per batch instead of one per photo, and one round of database writes.
+# one batch: each model over the whole batch in turn, and one round of database writes.
 # The members' own task messages arrive later and find their job finished (or running under a live
 # leader) and do nothing. If the worker dies mid-batch, the leader's unacknowledged message is
 # redelivered and its task redoes every member still running under that leader: no job is lost, and
@@ -230,7 +230,8 @@ def _gate_verdict_of(label: str) -> str:
 
 
 def _classify_images(images: Sequence[Image.Image]) -> list[_Outcome]:
-    """Gate every photo in one call, then the classifier on the exteriors in one call; timings are per photo."""
+    """Gate every photo, then the classifier on the exteriors (``CARSITE_CLASSIFY_FORWARD_BATCH`` photos per
+    forward pass); timings are per photo."""
     count = len(images)
     verdicts: list[tuple[str, float | None]] = [("", None)] * count
     gate_version_id, gate_ms = None, None
