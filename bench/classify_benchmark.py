@@ -118,6 +118,19 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
+def thread_cpu_seconds(pid: int) -> dict[str, float]:
+    """User + system CPU so far of each thread of a process, by thread name and id."""
+    seconds = {}
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            name = (task / "comm").read_text().strip()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        seconds[f"{name}/{task.name}"] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return seconds
+
+
 def cpu_by_program(names: tuple[str, ...]) -> dict[str, float]:
     """CPU seconds so far of every running process whose command name is one of ``names``, per name."""
     totals = dict.fromkeys(names, 0.0)
@@ -164,6 +177,7 @@ class CpuSampler(threading.Thread):
     def sample(self) -> dict[str, float]:
         busy, total = machine_busy_seconds()
         return {
+            **{f"thread {name}": value for name, value in thread_cpu_seconds(self.worker_pid).items()},
             "worker": process_cpu_seconds(self.worker_pid),
             **cpu_snapshot(self.web_pid),
             "machine busy": busy,
@@ -180,7 +194,9 @@ class CpuSampler(threading.Thread):
         if len(inside) < 2:
             return {}
         (_, first), (_, last) = inside[0], inside[-1]
-        return {key: last[key] - first[key] for key in first} | {"seconds": inside[-1][0] - inside[0][0]}
+        # A thread that ended inside the window counts as having used nothing more.
+        used = {key: last.get(key, first[key]) - first[key] for key in first}
+        return used | {"seconds": inside[-1][0] - inside[0][0]}
 
 
 def steady_compute_ms(payloads: list[bytes], photos: int = 80) -> list[float]:
@@ -524,13 +540,19 @@ def main() -> int:
             # Where the cores went while draining: CPU ms per photo, and how much of the 2 cores was idle.
             photos_in_window = throughput * used["seconds"]
             per_photo = {
-                key: used[key] * 1000 / photos_in_window for key in used if not key.startswith(("machine", "seconds"))
+                key: used[key] * 1000 / photos_in_window
+                for key in used
+                if not key.startswith(("machine", "seconds", "thread "))
             }
+            per_thread = {key[len("thread "):]: used[key] * 1000 / photos_in_window
+                          for key in used if key.startswith("thread ")}
             idle_share = 1 - used["machine busy"] / used["machine total"]
             others = used["machine busy"] * 1000 / photos_in_window - sum(per_photo.values())
             print("  CPU per photo while draining:  "
                   + ", ".join(f"{key} {value:.1f} ms" for key, value in per_photo.items())
                   + f", everything else {others:.1f} ms; cores idle {idle_share:.0%}")
+            print("  worker CPU per photo by thread: "
+                  + ", ".join(f"{name} {value:.1f} ms" for name, value in sorted(per_thread.items()) if value >= 0.05))
         if failed:
             print(f"  WARNING: {failed} jobs failed")
         return 0

@@ -3,7 +3,8 @@
 Every image that enters carsite goes through ``load_image``: the bytes must decode with Pillow
 as a supported format (the Content-Type or file name is never trusted), stay under the pixel
 limit (decompression bombs) and above the minimum size. ``normalise`` then gives an upright RGB
-image whose JPEG encoding is what gets stored.
+image whose JPEG encoding is what gets stored; a JPEG that already is one can be kept as it came,
+less its metadata (``keep_clean_jpeg``).
 """
 
 import hashlib
@@ -13,8 +14,11 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP")
+# MPO is how Pillow names a JPEG that carries extra pictures (many phone cameras write them): its first
+# picture is an ordinary JPEG.
+SUPPORTED_FORMATS = ("JPEG", "MPO", "PNG", "WEBP")
 SUPPORTED_FORMATS_TEXT = "JPEG, PNG or WebP"
+EXIF_ORIENTATION = 0x0112
 
 
 class ImageRejected(ValueError):
@@ -73,6 +77,12 @@ def load_image(data: bytes, limits: ImageLimits) -> Image.Image:
                     "too_many_pixels",
                 )
             image.seek(0)
+            if fmt in ("JPEG", "MPO") and max(width, height) > limits.max_side:
+                # Decode at the smallest of 1/2, 1/4, 1/8 scale that still covers max_side: it will be shrunk
+                # to that anyway, and a phone photo decodes several times faster. Every byte is still read,
+                # so a truncated or corrupt file is refused all the same.
+                shrink = limits.max_side / max(width, height)
+                image.draft(image.mode, (max(1, int(width * shrink)), max(1, int(height * shrink))))
             image.load()
     except ImageRejected:
         raise
@@ -84,7 +94,7 @@ def load_image(data: bytes, limits: ImageLimits) -> Image.Image:
         ) from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageRejected("The image is truncated or corrupt.", "corrupt") from exc
-    if min(image.size) < limits.min_side:
+    if min(width, height) < limits.min_side:
         raise ImageRejected(
             f"The image is {width}×{height} pixels; it must be at least {limits.min_side} pixels on each side.",
             "too_small",
@@ -124,6 +134,50 @@ def encode_jpeg(image: Image.Image, quality: int = 90) -> bytes:
     return buffer.getvalue()
 
 
+# Markers whose segments carry only metadata: APP1 (Exif, with GPS position and camera serial; XMP),
+# APP3-APP13 (APP13: Photoshop/IPTC), APP15 and comments. APP0 (JFIF), APP2 (ICC colour profile) and
+# APP14 (Adobe colour transform) change how the pixels decode, so they stay.
+_JPEG_METADATA_MARKERS = frozenset({0xE1, *range(0xE3, 0xEE), 0xEF, 0xFE})
+_JPEG_STANDALONE_MARKERS = frozenset({0x01, *range(0xD0, 0xD8)})
+_JPEG_SOS, _JPEG_EOI = 0xDA, b"\xff\xd9"
+
+
+def strip_jpeg_metadata(data: bytes) -> bytes | None:
+    """The same JPEG without its metadata segments and anything after its end, byte for byte otherwise.
+
+    None when the file does not follow the JPEG segment layout closely enough to do that safely.
+    """
+    if data[:2] != b"\xff\xd8":
+        return None
+    kept, pos = [data[:2]], 2
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            pos += 1
+            continue
+        if marker in _JPEG_STANDALONE_MARKERS:
+            kept.append(data[pos : pos + 2])
+            pos += 2
+            continue
+        if marker == _JPEG_SOS:
+            # Entropy-coded data never holds FF D9 (FF is always followed by 00 or a restart marker there),
+            # so the first one is the end of the image: whatever follows it is dropped too.
+            end = data.find(_JPEG_EOI, pos)
+            if end < 0:
+                return None
+            kept.append(data[pos : end + 2])
+            return b"".join(kept)
+        segment_end = pos + 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+        if segment_end <= pos + 3 or segment_end > len(data):
+            return None
+        if marker not in _JPEG_METADATA_MARKERS:
+            kept.append(data[pos:segment_end])
+        pos = segment_end
+    return None
+
+
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -156,13 +210,31 @@ class NormalisedImage:
     height: int
 
 
-def normalise(data: bytes, limits: ImageLimits, *, perceptual_hash: bool = True) -> NormalisedImage:
+def _kept_jpeg(data: bytes, image: Image.Image, limits: ImageLimits) -> bytes | None:
+    """The uploaded bytes less their metadata, when they already are what ``normalise`` would store:
+    an RGB JPEG (not MPO: its extra pictures would come along), upright, within the size limit."""
+    if image.format != "JPEG" or image.mode != "RGB" or max(image.size) > limits.max_side:
+        return None
+    if image.getexif().get(EXIF_ORIENTATION, 1) != 1:
+        return None
+    return strip_jpeg_metadata(data)
+
+
+def normalise(
+    data: bytes, limits: ImageLimits, *, perceptual_hash: bool = True, keep_clean_jpeg: bool = False
+) -> NormalisedImage:
     """Validate ``data`` and return the RGB JPEG carsite stores, with its hashes and size.
 
     ``perceptual_hash=False`` leaves ``phash`` empty: a visitor's upload is never compared for
     near-duplicates, and the hash is a sizeable share of an upload's CPU time.
+    ``keep_clean_jpeg`` stores an upright RGB JPEG within the size limit as it came, less its metadata
+    (Exif, XMP, IPTC, comments), instead of re-encoding it: no second round of JPEG loss, and less CPU
+    per upload. The catalog leaves it off so its exact-duplicate hashes stay comparable with stored images.
     """
-    rgb = fit_within(to_rgb(load_image(data, limits)), limits.max_side)
-    jpeg = encode_jpeg(rgb)
+    image = load_image(data, limits)
+    kept = _kept_jpeg(data, image, limits) if keep_clean_jpeg else None
+    # A kept JPEG is already upright RGB within the limit: its decoded pixels are what would be encoded.
+    rgb = image if kept is not None else fit_within(to_rgb(image), limits.max_side)
+    jpeg = kept if kept is not None else encode_jpeg(rgb)
     phash = f"{dhash(rgb):016x}" if perceptual_hash else ""
     return NormalisedImage(jpeg=jpeg, sha256=sha256_hex(jpeg), phash=phash, width=rgb.width, height=rgb.height)

@@ -1,7 +1,8 @@
 """Classification jobs: accept an uploaded photo, then run the gate and the classifier on it.
 
 The website, the REST API and the Celery task all come through here. An upload is validated and
-normalised once (``catalog.imaging.normalise``) in the request; only the upright RGB JPEG is stored.
+normalised once (``catalog.imaging.normalise``) in the request; only the upright RGB JPEG is stored
+(an upload that already is one is kept as it came, less its metadata).
 ``classification_run`` is idempotent: a finished job is never redone, a job whose worker died is
 redone from scratch, and the result is written in one transaction so a job never has two sets of
 predictions.
@@ -101,7 +102,8 @@ def classification_create_batch(
     normalised: list[tuple[Upload, imaging.NormalisedImage]] = []
     for index, upload in enumerate(uploads):
         try:
-            normalised.append((upload, imaging.normalise(upload.data, limits, perceptual_hash=False)))
+            image = imaging.normalise(upload.data, limits, perceptual_hash=False, keep_clean_jpeg=True)
+            normalised.append((upload, image))
         except imaging.ImageRejected as exc:
             if len(uploads) == 1:
                 raise

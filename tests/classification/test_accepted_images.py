@@ -1,4 +1,7 @@
-"""Accepted images are stored as upright RGB JPEGs whatever their mode, orientation or animation."""
+"""Accepted images are stored as upright RGB JPEGs whatever their mode, orientation or animation.
+
+A JPEG that already is one is stored as it came, less its metadata; anything else is re-encoded.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ import io
 import pytest
 from PIL import Image
 
+from catalog.imaging import strip_jpeg_metadata
 from classifier.models import Classification
 from classifier.services.classification import Upload, classification_create
 
@@ -94,6 +98,92 @@ def test_accepted_image_is_stored_upright_rgb_jpeg(case):
     for xy, colour in pixels.items():
         actual = image.getpixel(xy)
         assert all(abs(a - e) <= 40 for a, e in zip(actual, COLOURS[colour], strict=True)), (xy, actual, colour)
+
+
+def _stored(classification: Classification) -> bytes:
+    stored = Classification.objects.get(pk=classification.pk)
+    with stored.image.open("rb") as fh:
+        return fh.read()
+
+
+def _photo_like(size: tuple[int, int]) -> Image.Image:
+    return Image.effect_noise(size, 50).convert("RGB")
+
+
+def _with_metadata(image: Image.Image, **options) -> bytes:
+    exif = Image.Exif()
+    exif[0x010F] = "PhoneMaker"  # Make
+    exif[0x8825] = {2: (52.0, 31.0, 12.0), 1: "N"}  # GPS latitude: where the visitor stood
+    icc = b"\0" * 128 + b"icc-profile-stand-in"
+    return _save(image, "JPEG", exif=exif.tobytes(), comment=b"taken at home", icc_profile=icc, quality=92, **options)
+
+
+def test_clean_jpeg_is_stored_as_uploaded_without_its_metadata():
+    original = _photo_like((320, 240))
+    data = _with_metadata(original) + b"trailing bytes after the end of the image"
+
+    stored = _stored(classification_create(Upload(data, "phone.jpg")))
+
+    assert len(stored) < len(data)
+    image = Image.open(io.BytesIO(stored))
+    assert (image.format, image.mode, image.size) == ("JPEG", "RGB", (320, 240))
+    assert not image.getexif(), "the Exif block (GPS position, camera) must not be stored"
+    assert "comment" not in image.info
+    assert image.info.get("icc_profile", b"").endswith(b"icc-profile-stand-in"), "the colour profile is kept"
+    assert not stored.endswith(b"after the end of the image")
+    # Not re-encoded: the same compressed data, so exactly the same pixels as the upload.
+    assert image.tobytes() == Image.open(io.BytesIO(data)).convert("RGB").tobytes()
+
+
+def test_progressive_jpeg_is_kept_too():
+    data = _with_metadata(_photo_like((300, 200)), progressive=True)
+
+    stored = _stored(classification_create(Upload(data, "progressive.jpg")))
+
+    assert Image.open(io.BytesIO(stored)).tobytes() == Image.open(io.BytesIO(data)).tobytes()
+    assert b"Exif" not in stored
+
+
+def test_large_jpeg_is_shrunk_to_the_side_limit(settings):
+    settings.CARSITE_IMAGE_MAX_SIDE = 800
+    original = Image.new("RGB", (2000, 1000), (200, 30, 30))
+    original.paste((30, 30, 200), (1000, 0, 2000, 1000))  # right half blue
+
+    stored = Image.open(io.BytesIO(_stored(classification_create(Upload(_save(original, "JPEG"), "big.jpg")))))
+
+    assert (stored.format, stored.size) == ("JPEG", (800, 400))
+    assert all(abs(a - e) <= 40 for a, e in zip(stored.getpixel((100, 200)), (200, 30, 30), strict=True))
+    assert all(abs(a - e) <= 40 for a, e in zip(stored.getpixel((700, 200)), (30, 30, 200), strict=True))
+
+
+def test_large_jpeg_keeps_a_narrow_side_accepted_before_shrinking(settings):
+    # 70 px is over the 64 px minimum as uploaded, even though it is decoded at reduced scale.
+    settings.CARSITE_IMAGE_MAX_SIDE = 800
+    data = _save(Image.new("RGB", (3000, 70), (90, 90, 90)), "JPEG")
+
+    classification = classification_create(Upload(data, "panorama.jpg"))
+
+    assert (classification.width, classification.height) == (800, 19)
+
+
+def test_mpo_from_a_phone_camera_is_accepted_as_its_first_picture():
+    first, second = Image.new("RGB", (300, 200), (0, 200, 0)), Image.new("RGB", (300, 200), (200, 0, 0))
+    data = _save(first, "MPO", save_all=True, append_images=[second])
+    assert Image.open(io.BytesIO(data)).format == "MPO"
+
+    stored = _stored(classification_create(Upload(data, "camera.jpg")))
+
+    image = Image.open(io.BytesIO(stored))
+    assert (image.format, image.size, getattr(image, "n_frames", 1)) == ("JPEG", (300, 200), 1)
+    assert all(abs(a - e) <= 40 for a, e in zip(image.getpixel((10, 10)), (0, 200, 0), strict=True))
+
+
+def test_strip_jpeg_metadata_refuses_what_it_cannot_walk():
+    data = _with_metadata(_photo_like((100, 100)))
+    assert strip_jpeg_metadata(data) is not None
+    assert strip_jpeg_metadata(b"\x89PNG\r\n\x1a\n" + data[2:]) is None  # not a JPEG
+    assert strip_jpeg_metadata(data[:2] + b"\xff\xe1\xff\xff" + data[6:]) is None  # segment runs past the end
+    assert strip_jpeg_metadata(data[: data.index(b"\xff\xd9")]) is None  # no end of image
 
 
 def test_make_fallback_sums_probabilities_per_make():

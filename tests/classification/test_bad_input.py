@@ -18,6 +18,14 @@ def _truncated_jpeg() -> bytes:
     return data[: len(data) // 2]
 
 
+def _truncated_large_jpeg() -> bytes:
+    # Over the 1600 px side limit, so it is decoded at reduced scale: that must still read every byte.
+    image = Image.effect_noise((2400, 1800), 40).convert("RGB")
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()[: buffer.tell() * 3 // 4]
+
+
 def _corrupt_png() -> bytes:
     image = Image.effect_noise((200, 200), 60).convert("RGB")
     buffer = io.BytesIO()
@@ -51,6 +59,7 @@ BAD_INPUTS = {
     ),
     "zero_bytes": (b"", "empty", "empty"),
     "truncated_jpeg": (_truncated_jpeg(), "corrupt", "truncated or corrupt"),
+    "truncated_large_jpeg": (_truncated_large_jpeg(), "corrupt", "truncated or corrupt"),
     "corrupt_png": (_corrupt_png(), "corrupt", "truncated or corrupt"),
     "too_small": (image_bytes("JPEG", size=(48, 200)), "too_small", "at least 64 pixels"),
     "gif": (image_bytes("GIF", size=(300, 200), mode="P", color=3), "unsupported_format", "JPEG, PNG or WebP"),
