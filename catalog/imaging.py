@@ -213,8 +213,12 @@ class NormalisedImage:
 def _kept_jpeg(data: bytes, image: Image.Image, limits: ImageLimits) -> bytes | None:
     """The uploaded bytes less their metadata, when they already are what ``normalise`` would store:
     an RGB JPEG (not MPO: its extra pictures would come along), upright, within the size limit."""
-    if image.format != "JPEG" or image.mode != "RGB" or max(image.size) > limits.max_side:
+    if image.format != "JPEG" or image.mode != "RGB":
         return None
+    # The size as uploaded (header only): ``image`` may have been decoded at reduced scale to fit the limit.
+    with Image.open(io.BytesIO(data)) as uploaded:
+        if max(uploaded.size) > limits.max_side:
+            return None
     if image.getexif().get(EXIF_ORIENTATION, 1) != 1:
         return None
     return strip_jpeg_metadata(data)

@@ -156,6 +156,17 @@ def test_large_jpeg_is_shrunk_to_the_side_limit(settings):
     assert all(abs(a - e) <= 40 for a, e in zip(stored.getpixel((700, 200)), (30, 30, 200), strict=True))
 
 
+def test_jpeg_twice_the_side_limit_is_shrunk_not_kept(settings):
+    # Decoded at exactly 1/2 scale it fits the limit, but the upload itself does not: it must be re-encoded.
+    settings.CARSITE_IMAGE_MAX_SIDE = 800
+    data = _save(_photo_like((1600, 800)), "JPEG")
+
+    classification = classification_create(Upload(data, "double.jpg"))
+
+    assert (classification.width, classification.height) == (800, 400)
+    assert Image.open(io.BytesIO(_stored(classification))).size == (800, 400)
+
+
 def test_large_jpeg_keeps_a_narrow_side_accepted_before_shrinking(settings):
     # 70 px is over the 64 px minimum as uploaded, even though it is decoded at reduced scale.
     settings.CARSITE_IMAGE_MAX_SIDE = 800
