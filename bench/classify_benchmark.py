@@ -109,13 +109,18 @@ def children(pid: int) -> list[int]:
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def process_cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process and its threads so far; 0 once it is gone."""
+def stat_cpu_seconds(proc_dir: Path) -> float:
+    """User + system CPU so far of the process or thread whose /proc folder this is; 0 once it is gone."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = (proc_dir / "stat").read_text().rsplit(")", 1)[1].split()
     except (FileNotFoundError, ProcessLookupError):
         return 0.0
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its threads so far; 0 once it is gone."""
+    return stat_cpu_seconds(Path(f"/proc/{pid}"))
 
 
 def thread_cpu_seconds(pid: int) -> dict[str, float]:
@@ -123,11 +128,10 @@ def thread_cpu_seconds(pid: int) -> dict[str, float]:
     seconds = {}
     for task in Path(f"/proc/{pid}/task").glob("*"):
         try:
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
             name = (task / "comm").read_text().strip()
         except (FileNotFoundError, ProcessLookupError):
             continue
-        seconds[f"{name}/{task.name}"] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        seconds[f"{name}/{task.name}"] = stat_cpu_seconds(task)
     return seconds
 
 
