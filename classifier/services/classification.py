@@ -43,7 +43,9 @@ from classifier.models import (
     ModelKind,
     ModelVersion,
 )
+from classifier.selectors.classifications import classification_status
 from classifier.selectors.registry import active_model_version_ids
+from classifier.services import classification_postgres
 
 logger = logging.getLogger(__name__)
 
@@ -321,9 +323,14 @@ def _claim_batch(leader_id: uuid.UUID | str, size: int) -> list[Classification]:
     another leader is left to that leader's task.
     """
     # Most deliveries of a batched job find it finished: answer those without a transaction.
-    seen = Classification.objects.filter(pk=leader_id).values_list("status", flat=True).first()
+    seen = classification_status(leader_id)
     if seen in (ClassificationStatus.DONE, ClassificationStatus.FAILED):
         return []
+    if seen == ClassificationStatus.QUEUED and classification_postgres.applies():
+        claimed = classification_postgres.claim_queued_batch(uuid.UUID(str(leader_id)), size, timezone.now())
+        if claimed:
+            return claimed
+        # Taken or changed since it was seen: the general path below looks again under a lock.
     with transaction.atomic():
         leader = Classification.objects.select_for_update().filter(pk=leader_id).first()
         claimed: list[Classification] = []
@@ -377,6 +384,9 @@ def _finish_batch(results: Sequence[tuple[Classification, float, _Outcome]], sta
     """Write every result of a batch in one transaction; a job another delivery already finished is kept."""
     total_ms = (time.perf_counter() - started) * 1000
     finished_at = timezone.now()
+    if classification_postgres.applies() and all(job.attempts == 1 for job, _, _ in results):
+        _finish_first_attempts_in_one_statement(results, total_ms, finished_at)
+        return
     with transaction.atomic():
         written: list[Classification] = []
         predictions: list[ClassificationPrediction] = []
@@ -425,6 +435,43 @@ def _finish_batch(results: Sequence[tuple[Classification, float, _Outcome]], sta
             ClassificationPrediction.objects.filter(classification_id__in=redone).delete()
         if predictions:
             ClassificationPrediction.objects.bulk_create(predictions)
+
+
+def _finish_first_attempts_in_one_statement(
+    results: Sequence[tuple[Classification, float, _Outcome]], total_ms: float, finished_at: Any
+) -> None:
+    """``_finish_batch`` on PostgreSQL for jobs that have no predictions yet (nothing to delete first)."""
+    rows, predictions = [], []
+    for job, decode_ms, outcome in results:
+        best = outcome.predictions[0] if outcome.predictions else None
+        rows.append(
+            {
+                "id": job.pk,
+                "gate_verdict": outcome.gate_verdict,
+                "gate_confidence": outcome.gate_confidence,
+                "gate_version": outcome.gate_version_id,
+                "classifier_version": outcome.classifier_version_id,
+                "predicted_car_model": best["car_model_id"] if best else None,
+                "confidence": best["probability"] if best else None,
+                "abstained": outcome.abstained,
+                "make_fallback": outcome.make_fallback,
+                "queue_wait_ms": job.queue_wait_ms,
+                "decode_ms": decode_ms,
+                "gate_ms": outcome.gate_ms,
+                "classifier_ms": outcome.classifier_ms,
+            }
+        )
+        predictions.extend(
+            {
+                "classification": job.pk,
+                "rank": p["rank"],
+                "label": p["label"],
+                "car_model": p["car_model_id"],
+                "probability": p["probability"],
+            }
+            for p in outcome.predictions
+        )
+    classification_postgres.finish_batch(rows, predictions, total_ms=total_ms, finished_at=finished_at)
 
 
 def _fail(classification_id: uuid.UUID | str, message: str) -> Classification | None:

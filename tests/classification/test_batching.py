@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from classifier.models import Classification, ClassificationPrediction, ClassificationStatus
+from classifier.services import classification_postgres
 from classifier.services.classification import (
     Upload,
     classification_create,
@@ -38,8 +39,37 @@ def interior_photo(shared_data) -> bytes:
     return (shared_data / "car-photos" / "images" / INTERIOR_PHOTO).read_bytes()
 
 
+@pytest.fixture(params=["one statement", "orm"])
+def write_path(request, monkeypatch) -> str:
+    """Both ways a batch is claimed and written: PostgreSQL's single statements, and the portable ORM path."""
+    if request.param == "orm":
+        monkeypatch.setattr(classification_postgres, "applies", lambda: False)
+    elif not classification_postgres.applies():
+        pytest.skip("the single-statement writes are PostgreSQL's")
+    return request.param
+
+
+def _stored(job: Classification) -> tuple:
+    """What a finished job holds, less what differs from run to run (times, ids)."""
+    job.refresh_from_db()
+    assert job.started_at <= job.finished_at and job.queue_wait_ms >= 0 and job.total_ms >= job.decode_ms >= 0
+    return (
+        *_answer(job),
+        job.gate_version_id,
+        job.classifier_version_id,
+        job.predicted_car_model_id,
+        job.abstained,
+        job.make_fallback,
+        job.attempts,
+        job.batch_size,
+        job.error,
+        job.gate_ms is None,
+        job.classifier_ms is None,
+    )
+
+
 def test_one_task_runs_queued_jobs_together_with_the_answers_they_get_alone(
-    settings, active_gate, active_classifier, mdx_photo, interior_photo
+    settings, active_gate, active_classifier, mdx_photo, interior_photo, write_path
 ):
     settings.CARSITE_CLASSIFY_WORKER_BATCH = 1
     alone = _queue([mdx_photo, interior_photo])
@@ -75,6 +105,51 @@ def test_one_task_runs_queued_jobs_together_with_the_answers_they_get_alone(
         assert (job.attempts, job.finished_at) == (1, finished_at[job.pk])
     classification_run(waiting.pk)
     assert _answer(waiting) == expected[1]
+
+
+def test_both_write_paths_store_the_same_result(
+    settings, active_gate, active_classifier, mdx_photo, interior_photo, monkeypatch
+):
+    if not classification_postgres.applies():
+        pytest.skip("the single-statement writes are PostgreSQL's")
+    settings.CARSITE_CLASSIFY_WORKER_BATCH = 3
+    photos = [mdx_photo, interior_photo, mdx_photo]
+    one_statement = _queue(photos)
+    classification_run(one_statement[0].pk)
+    monkeypatch.setattr(classification_postgres, "applies", lambda: False)
+    orm = _queue(photos)
+    classification_run(orm[0].pk)
+
+    assert [_stored(job) for job in one_statement] == [_stored(job) for job in orm]
+    for leader, job in ((one_statement[0], one_statement[1]), (orm[0], orm[1])):
+        assert (job.batch_leader, job.started_at) == (leader.pk, Classification.objects.get(pk=leader.pk).started_at)
+
+
+def test_a_result_written_meanwhile_by_another_delivery_is_kept(
+    settings, active_gate, active_classifier, mdx_photo, write_path, monkeypatch
+):
+    from classifier.services import classification as service
+
+    settings.CARSITE_CLASSIFY_WORKER_BATCH = 2
+    leader, member = _queue([mdx_photo, mdx_photo])
+    classify_images = service._classify_images
+
+    def finished_elsewhere_meanwhile(images):
+        outcomes = classify_images(images)
+        Classification.objects.filter(pk=member.pk).update(
+            status=ClassificationStatus.DONE, gate_verdict="other", error="written by another delivery"
+        )
+        return outcomes
+
+    monkeypatch.setattr(service, "_classify_images", finished_elsewhere_meanwhile)
+    classification_run(leader.pk)
+
+    leader.refresh_from_db()
+    member.refresh_from_db()
+    assert (leader.status, leader.gate_verdict) == (ClassificationStatus.DONE, "exterior")
+    assert ClassificationPrediction.objects.filter(classification=leader).count() == 5
+    assert (member.gate_verdict, member.error) == ("other", "written by another delivery")
+    assert not ClassificationPrediction.objects.filter(classification=member).exists()
 
 
 def test_a_batch_left_running_by_a_dead_worker_is_redone_by_its_leader_once(
@@ -114,7 +189,9 @@ def test_a_deleted_leader_still_brings_back_its_batch(settings, active_gate, act
     assert (member.status, member.attempts) == (ClassificationStatus.DONE, 2)
 
 
-def test_an_unreadable_photo_fails_alone_in_its_batch(settings, active_gate, active_classifier, mdx_photo):
+def test_an_unreadable_photo_fails_alone_in_its_batch(
+    settings, active_gate, active_classifier, mdx_photo, write_path
+):
     settings.CARSITE_CLASSIFY_WORKER_BATCH = 3
     jobs = _queue([mdx_photo, mdx_photo, mdx_photo])
     jobs[1].image.storage.delete(jobs[1].image.name)
