@@ -14,6 +14,8 @@ redone jobs) and every other database.
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import json
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -52,28 +54,32 @@ def _column(model: type, field_name: str) -> str:
     return _quote(model._meta.get_field(field_name).column)
 
 
-def _values_rows(model: type, field_names: Sequence[str], rows: Sequence[Sequence[Any]]) -> tuple[str, list[Any]]:
-    """A VALUES list whose every placeholder is cast to its column's type, and the parameters prepared for it."""
-    fields = [model._meta.get_field(name) for name in field_names]
-    placeholders = "(" + ", ".join(f"%s::{field.cast_db_type(connection)}" for field in fields) + ")"
-    params = [
-        field.get_db_prep_save(value, connection) for row in rows for field, value in zip(fields, row, strict=True)
-    ]
-    return "VALUES " + ", ".join([placeholders] * len(rows)), params
+def _array_type(model: type, field_name: str) -> str:
+    """The array type one column's values are sent as (JSON goes as text, cast back by the statement)."""
+    field = model._meta.get_field(field_name)
+    return "text[]" if field.get_internal_type() == "JSONField" else f"{field.cast_db_type(connection)}[]"
 
 
-def claim_queued_batch(leader_id: uuid.UUID, size: int, now: dt.datetime) -> list[Classification]:
-    """Mark a queued leader and up to ``size - 1`` of the newest other queued jobs running, in one statement.
+def _column_arrays(model: type, field_names: Sequence[str], rows: Sequence[dict[str, Any]]) -> list[list[Any]]:
+    """One list per column, in ``field_names`` order: the parameters of ``unnest`` in the statements below."""
+    arrays = []
+    for name in field_names:
+        field = model._meta.get_field(name)
+        values = [row[name] for row in rows]
+        if field.get_internal_type() == "JSONField":
+            values = [json.dumps(value, cls=field.encoder) for value in values]
+        arrays.append(values)
+    return arrays
 
-    [] when the leader was not queued once its row was locked (another task took it, or it is being
-    redone): the caller then decides through the general path. The leader comes first in the result.
-    """
+
+@functools.cache
+def _claim_sql() -> str:
     table, field = _quote(Classification._meta.db_table), lambda name: _column(Classification, name)
     pk, status, created_at, started_at = field("id"), field("status"), field("created_at"), field("started_at")
     queue_wait = field("queue_wait_ms")
     # The members are locked with SKIP LOCKED (another worker's claim is never waited for), and only
     # once the leader is locked and queued: a leader that is gone or taken claims nothing.
-    sql = f"""
+    return f"""
         WITH leader AS (
             SELECT {pk} FROM {table} WHERE {pk} = %s AND {status} = %s FOR UPDATE
         ), members AS (
@@ -99,11 +105,52 @@ def claim_queued_batch(leader_id: uuid.UUID, size: int, now: dt.datetime) -> lis
         WHERE job.{pk} = picked.{pk}
         RETURNING job.*
     """
+
+
+def claim_queued_batch(leader_id: uuid.UUID, size: int, now: dt.datetime) -> list[Classification]:
+    """Mark a queued leader and up to ``size - 1`` of the newest other queued jobs running, in one statement.
+
+    [] when the leader was not queued once its row was locked (another task took it, or it is being
+    redone): the caller then decides through the general path. The leader comes first in the result.
+    """
     queued = ClassificationStatus.QUEUED
     params = [leader_id, queued, queued, leader_id, size - 1, ClassificationStatus.RUNNING, now, leader_id, now]
-    claimed = list(Classification.objects.raw(sql, params))
+    claimed = list(Classification.objects.raw(_claim_sql(), params))
     claimed.sort(key=lambda job: (job.pk != leader_id, -job.created_at.timestamp()))
     return claimed
+
+
+@functools.cache
+def _finish_sql() -> str:
+    # Rows go in as one array per column (unnest), so the text and the number of parameters are the same
+    # for every batch: psycopg then reuses its parse of the statement, which it does not for one with
+    # a placeholder per value (over 50 of them).
+    table, field = _quote(Classification._meta.db_table), lambda name: _column(Classification, name)
+    pk, status = field("id"), field("status")
+    result_columns = ", ".join(field(name) for name in RESULT_FIELDS)
+    result_arrays = ", ".join(f"%s::{_array_type(Classification, name)}" for name in RESULT_FIELDS)
+    copied = ", ".join(
+        f"{field(name)} = result.{field(name)}"
+        + ("::jsonb" if _array_type(Classification, name) == "text[]" else "")
+        for name in RESULT_FIELDS
+        if name != "id"
+    )
+    prediction_columns = ", ".join(_column(ClassificationPrediction, name) for name in PREDICTION_FIELDS)
+    prediction_arrays = ", ".join(f"%s::{_array_type(ClassificationPrediction, name)}" for name in PREDICTION_FIELDS)
+    return f"""
+        WITH result AS (
+            SELECT * FROM unnest({result_arrays}) AS result ({result_columns})
+        ), finished AS (
+            UPDATE {table} AS job SET
+                {status} = %s, {copied}, {field("total_ms")} = %s, {field("error")} = '', {field("finished_at")} = %s
+            FROM result
+            WHERE job.{pk} = result.{pk} AND job.{status} <> %s
+            RETURNING job.{pk}
+        )
+        INSERT INTO {_quote(ClassificationPrediction._meta.db_table)} ({prediction_columns})
+        SELECT prediction.* FROM unnest({prediction_arrays}) AS prediction ({prediction_columns})
+        JOIN finished ON finished.{pk} = prediction.{_column(ClassificationPrediction, "classification")}
+    """
 
 
 def finish_batch(
@@ -118,38 +165,13 @@ def finish_batch(
     ``results`` hold ``RESULT_FIELDS``, ``predictions`` hold ``PREDICTION_FIELDS``. A job another
     delivery has already finished keeps its result: its row is skipped, and so are its predictions.
     """
-    table, field = _quote(Classification._meta.db_table), lambda name: _column(Classification, name)
-    pk, status = field("id"), field("status")
-    result_values, params = _values_rows(
-        Classification, RESULT_FIELDS, [[result[name] for name in RESULT_FIELDS] for result in results]
-    )
-    copied = ", ".join(f"{field(name)} = result.{field(name)}" for name in RESULT_FIELDS if name != "id")
-    update = f"""
-        UPDATE {table} AS job SET
-            {status} = %s, {copied}, {field("total_ms")} = %s, {field("error")} = '', {field("finished_at")} = %s
-        FROM result
-        WHERE job.{pk} = result.{pk} AND job.{status} <> %s
-        RETURNING job.{pk}
-    """
-    params += [ClassificationStatus.DONE, total_ms, finished_at, ClassificationStatus.DONE]
-    with_result = f"WITH result ({', '.join(field(name) for name in RESULT_FIELDS)}) AS ({result_values})"
-    if not predictions:
-        sql = f"{with_result} {update}"
-    else:
-        prediction_columns = [_column(ClassificationPrediction, name) for name in PREDICTION_FIELDS]
-        prediction_values, prediction_params = _values_rows(
-            ClassificationPrediction,
-            PREDICTION_FIELDS,
-            [[prediction[name] for name in PREDICTION_FIELDS] for prediction in predictions],
-        )
-        # Only the predictions of the jobs this statement finished.
-        sql = f"""
-            {with_result}, finished AS ({update})
-            INSERT INTO {_quote(ClassificationPrediction._meta.db_table)} ({", ".join(prediction_columns)})
-            SELECT {", ".join(f"prediction.{column}" for column in prediction_columns)}
-            FROM ({prediction_values}) AS prediction ({", ".join(prediction_columns)})
-            JOIN finished ON finished.{pk} = prediction.{_column(ClassificationPrediction, "classification")}
-        """
-        params += prediction_params
+    params = [
+        *_column_arrays(Classification, RESULT_FIELDS, results),
+        ClassificationStatus.DONE,
+        total_ms,
+        finished_at,
+        ClassificationStatus.DONE,
+        *_column_arrays(ClassificationPrediction, PREDICTION_FIELDS, predictions),
+    ]
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(_finish_sql(), params)
