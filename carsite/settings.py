@@ -258,6 +258,16 @@ CARSITE_CLASSIFY_WORKER_BATCH = env.int("CARSITE_CLASSIFY_WORKER_BATCH", default
 # worker's threads compute side by side on a CPU (larger calls compete for the caches), and a photo's
 # answer then never depends on which photos shared its batch.
 CARSITE_CLASSIFY_FORWARD_BATCH = env.int("CARSITE_CLASSIFY_FORWARD_BATCH", default=1)
+# A job still queued this long after its upload (seconds) is taken to have lost its task message (the
+# broker restarted or was flushed) and gets another; Celery beat checks every CARSITE_CLASSIFY_REQUEUE_EVERY
+# seconds (0: never). A running job gets another task once it has run past the task's hard time limit.
+CARSITE_CLASSIFY_REQUEUE_QUEUED_AFTER = env.int("CARSITE_CLASSIFY_REQUEUE_QUEUED_AFTER", default=30 * 60)
+CARSITE_CLASSIFY_REQUEUE_EVERY = env.int("CARSITE_CLASSIFY_REQUEUE_EVERY", default=5 * 60)
+if CARSITE_CLASSIFY_REQUEUE_EVERY > 0:
+    CELERY_BEAT_SCHEDULE["classifier-requeue-stuck"] = {
+        "task": "classifier.requeue_stuck",
+        "schedule": float(CARSITE_CLASSIFY_REQUEUE_EVERY),
+    }
 # Test-only: make every classification job sleep this long so worker-kill tests can catch it mid-task.
 CARSITE_CLASSIFY_TEST_DELAY_MS = env.int("CARSITE_CLASSIFY_TEST_DELAY_MS", default=0)
 # --- end classification ---

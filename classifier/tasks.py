@@ -48,3 +48,11 @@ def classify(classification_id: str) -> None:
         classification_run(classification_id)
     except SoftTimeLimitExceeded:
         classification_fail_stuck(classification_id, "Classification took too long and was stopped.")
+
+
+@shared_task(name="classifier.requeue_stuck", ignore_result=True)
+def requeue_stuck() -> int:
+    """Periodic (Celery beat): send a task again for jobs whose message was lost; returns how many."""
+    from classifier.services.classification import classifications_requeue_stuck
+
+    return classifications_requeue_stuck()

@@ -16,6 +16,7 @@ page explains how to train one.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import io
 import logging
 import os
@@ -346,7 +347,8 @@ def _claim_batch(leader_id: uuid.UUID | str, size: int) -> list[Classification]:
                 .exclude(pk=leader_id)
                 .order_by("created_at")
             )
-            claimed.extend(orphans[: size - len(claimed)])
+            # All of them, even if the batch size has been lowered since: no other task would take them.
+            claimed.extend(orphans)
         if claimed and len(claimed) < size:
             # The newest: the oldest jobs' messages are next in the broker's queue, so another worker
             # thread is about to start on them; taking those would leave it only no-op messages.
@@ -549,3 +551,49 @@ def classification_fail_stuck(classification_id: uuid.UUID | str, message: str) 
         job = _fail(job_id, message)
         failed += job is not None and job.status == ClassificationStatus.FAILED
     return failed
+
+
+def classifications_requeue_stuck(
+    *, queued_for: dt.timedelta | None = None, running_for: dt.timedelta | None = None, limit: int = 500
+) -> int:
+    """Send a task again for jobs whose message is evidently gone; returns how many tasks were sent.
+
+    A queued job's message is lost when the broker restarts without persistence or is flushed; a dead
+    worker's batch comes back by itself only after the broker's visibility timeout (hours on Redis).
+    Queued longer than ``queued_for`` or running under a leader for longer than ``running_for`` (by
+    default the task's hard time limit and a margin, so it cannot still be running) gets one more
+    task. That is always safe: a job's task is a no-op once it has finished (so in a backlog longer than
+    ``queued_for`` the extra task costs one lookup), and a leader's task redoes its batch.
+    """
+    now = timezone.now()
+    queued_for = queued_for or dt.timedelta(seconds=settings.CARSITE_CLASSIFY_REQUEUE_QUEUED_AFTER)
+    running_for = running_for or dt.timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + 300)
+    queued = Classification.objects.filter(
+        status=ClassificationStatus.QUEUED, created_at__lt=now - queued_for
+    ).order_by("created_at").values_list("pk", flat=True)[:limit]
+    # A running job's task is its batch leader's (the job itself when it ran alone).
+    running = list(
+        Classification.objects.filter(status=ClassificationStatus.RUNNING, started_at__lt=now - running_for)
+        .order_by("started_at")
+        .values_list("batch_leader", "pk")[:limit]
+    )
+    # A job left running under a leader that has finished (or failed) is orphaned: that leader's task
+    # would do nothing, so the job goes back to the queue and its own task is sent.
+    leaders = {leader for leader, _ in running if leader is not None}
+    finished_leaders = set(
+        Classification.objects.filter(
+            pk__in=leaders, status__in=[ClassificationStatus.DONE, ClassificationStatus.FAILED]
+        ).values_list("pk", flat=True)
+    )
+    orphans = [pk for leader, pk in running if leader in finished_leaders]
+    if orphans:
+        Classification.objects.filter(pk__in=orphans, status=ClassificationStatus.RUNNING).update(
+            status=ClassificationStatus.QUEUED, batch_leader=None
+        )
+    task_ids = list(
+        dict.fromkeys([*queued, *orphans, *(leader or pk for leader, pk in running if leader not in finished_leaders)])
+    )
+    for task_id in task_ids:
+        logger.warning("classification %s looks stuck: queueing its task again", task_id)
+        transaction.on_commit(_enqueue_callback(task_id))
+    return len(task_ids)

@@ -218,3 +218,49 @@ def test_a_stopped_task_fails_every_job_of_its_batch(settings, active_gate, mdx_
     jobs_by_status = dict(Classification.objects.values_list("pk", "status"))
     assert jobs_by_status[jobs[0].pk] == jobs_by_status[jobs[1].pk] == ClassificationStatus.FAILED
     assert jobs_by_status[jobs[2].pk] == ClassificationStatus.QUEUED
+
+
+def test_jobs_whose_task_was_lost_are_queued_again_and_finish(
+    settings, active_gate, active_classifier, mdx_photo, django_capture_on_commit_callbacks
+):
+    from datetime import timedelta
+
+    from django.core.management import CommandError, call_command
+    from django.utils import timezone
+
+    from classifier.services.classification import classifications_requeue_stuck
+
+    settings.CARSITE_CLASSIFY_WORKER_BATCH = 1
+    lost, recent, dead_leader, dead_member, busy, orphan, finished_leader = _queue([mdx_photo] * 7)
+    long_ago = timezone.now() - timedelta(hours=3)
+    # Queued long ago: the broker lost its message. Queued just now: its message is on its way.
+    Classification.objects.filter(pk=lost.pk).update(created_at=long_ago)
+    # A batch whose worker died hours ago, and one running right now.
+    Classification.objects.filter(pk__in=[dead_leader.pk, dead_member.pk]).update(
+        status=ClassificationStatus.RUNNING, batch_leader=dead_leader.pk, started_at=long_ago, attempts=1
+    )
+    Classification.objects.filter(pk=busy.pk).update(
+        status=ClassificationStatus.RUNNING, batch_leader=busy.pk, started_at=timezone.now(), attempts=1
+    )
+    # Left running under a leader that has finished since: that leader's task would do nothing for it.
+    classification_run(finished_leader.pk)
+    Classification.objects.filter(pk=orphan.pk).update(
+        status=ClassificationStatus.RUNNING, batch_leader=finished_leader.pk, started_at=long_ago, attempts=1
+    )
+
+    # No broker in these tests: the tasks sent again run in-process once the sweep commits, as in the
+    # embedded default.
+    with django_capture_on_commit_callbacks(execute=True):
+        assert classifications_requeue_stuck(queued_for=timedelta(minutes=30)) == 3
+
+    statuses = dict(Classification.objects.values_list("pk", "status"))
+    for job in (lost, dead_leader, dead_member, orphan):
+        assert statuses[job.pk] == ClassificationStatus.DONE, job
+    assert (statuses[recent.pk], statuses[busy.pk]) == (ClassificationStatus.QUEUED, ClassificationStatus.RUNNING)
+    assert Classification.objects.get(pk=dead_member.pk).attempts == 2
+    assert ClassificationPrediction.objects.filter(classification=dead_member).count() == 5
+    # Nothing stuck is left: running it again (here through the command) sends nothing.
+    call_command("requeue_stuck_classifications", "--queued-minutes", "30")
+    assert classifications_requeue_stuck(queued_for=timedelta(minutes=30)) == 0
+    with pytest.raises(CommandError, match="more than 0"):
+        call_command("requeue_stuck_classifications", "--running-minutes", "0")
