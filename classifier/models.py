@@ -123,6 +123,8 @@ class Classification(models.Model):
         indexes = [
             # The worker's "newest queued jobs" query stays cheap however long the history grows.
             models.Index(fields=["created_at"], condition=Q(status="queued"), name="classification_queued"),
+            # The periodic look for jobs left running by a dead worker, likewise.
+            models.Index(fields=["started_at"], condition=Q(status="running"), name="classification_running"),
         ]
         constraints = [
             models.CheckConstraint(
