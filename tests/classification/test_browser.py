@@ -38,6 +38,11 @@ def page(live_server, monkeypatch):
         page = context.new_page()
         page.set_default_timeout(60_000)  # the first classification loads both models
         yield page
+        # Database work done while Playwright's loop runs gets its own connection (Django keeps them per
+        # async context); close it here, or the test database cannot be dropped at the end of the session.
+        from django.db import connections
+
+        connections.close_all()
         context.close()
         browser.close()
 
