@@ -382,37 +382,64 @@ def _claim_batch(leader_id: uuid.UUID | str, size: int) -> list[Classification]:
     return claimed
 
 
+def _result_values(job: Classification, decode_ms: float, outcome: _Outcome) -> dict[str, Any]:
+    """The columns a job's result sets, by attribute name (besides status, total_ms, error, finished_at)."""
+    best = outcome.predictions[0] if outcome.predictions else None
+    return {
+        "gate_verdict": outcome.gate_verdict,
+        "gate_confidence": outcome.gate_confidence,
+        "gate_version_id": outcome.gate_version_id,
+        "classifier_version_id": outcome.classifier_version_id,
+        "predicted_car_model_id": best["car_model_id"] if best else None,
+        "confidence": best["probability"] if best else None,
+        "abstained": outcome.abstained,
+        "make_fallback": outcome.make_fallback,
+        "queue_wait_ms": job.queue_wait_ms,
+        "decode_ms": decode_ms,
+        "gate_ms": outcome.gate_ms,
+        "classifier_ms": outcome.classifier_ms,
+    }
+
+
+def _prediction_values(job: Classification, outcome: _Outcome) -> list[dict[str, Any]]:
+    """The job's prediction rows, by attribute name."""
+    return [
+        {
+            "classification_id": job.pk,
+            "rank": p["rank"],
+            "label": p["label"],
+            "car_model_id": p["car_model_id"],
+            "probability": p["probability"],
+        }
+        for p in outcome.predictions
+    ]
+
+
 def _finish_batch(results: Sequence[tuple[Classification, float, _Outcome]], started: float) -> None:
     """Write every result of a batch in one transaction; a job another delivery already finished is kept."""
     total_ms = (time.perf_counter() - started) * 1000
     finished_at = timezone.now()
     if classification_postgres.applies() and all(job.attempts == 1 for job, _, _ in results):
-        _finish_first_attempts_in_one_statement(results, total_ms, finished_at)
+        # Jobs on their first attempt have no predictions to delete first: one statement writes it all.
+        classification_postgres.finish_batch(
+            [{"id": job.pk, **_result_values(job, decode_ms, outcome)} for job, decode_ms, outcome in results],
+            [row for job, _, outcome in results for row in _prediction_values(job, outcome)],
+            total_ms=total_ms,
+            finished_at=finished_at,
+        )
         return
     with transaction.atomic():
         written: list[Classification] = []
         predictions: list[ClassificationPrediction] = []
         # Primary-key order, so two writers never wait on each other's row locks in a cycle.
         for job, decode_ms, outcome in sorted(results, key=lambda result: result[0].pk):
-            best = outcome.predictions[0] if outcome.predictions else None
             # Check and write in one statement: no row is written twice however many deliveries race.
             updated = (
                 Classification.objects.filter(pk=job.pk)
                 .exclude(status=ClassificationStatus.DONE)
                 .update(
                     status=ClassificationStatus.DONE,
-                    gate_verdict=outcome.gate_verdict,
-                    gate_confidence=outcome.gate_confidence,
-                    gate_version_id=outcome.gate_version_id,
-                    classifier_version_id=outcome.classifier_version_id,
-                    predicted_car_model_id=best["car_model_id"] if best else None,
-                    confidence=best["probability"] if best else None,
-                    abstained=outcome.abstained,
-                    make_fallback=outcome.make_fallback,
-                    queue_wait_ms=job.queue_wait_ms,
-                    decode_ms=decode_ms,
-                    gate_ms=outcome.gate_ms,
-                    classifier_ms=outcome.classifier_ms,
+                    **_result_values(job, decode_ms, outcome),
                     total_ms=total_ms,
                     error="",
                     finished_at=finished_at,
@@ -421,59 +448,13 @@ def _finish_batch(results: Sequence[tuple[Classification, float, _Outcome]], sta
             if not updated:
                 continue
             written.append(job)
-            predictions.extend(
-                ClassificationPrediction(
-                    classification_id=job.pk,
-                    rank=p["rank"],
-                    label=p["label"],
-                    car_model_id=p["car_model_id"],
-                    probability=p["probability"],
-                )
-                for p in outcome.predictions
-            )
+            predictions.extend(ClassificationPrediction(**row) for row in _prediction_values(job, outcome))
         redone = [job.pk for job in written if job.attempts > 1]
         if redone:
             # A job redone after its status was reset by hand must not keep a second set of predictions.
             ClassificationPrediction.objects.filter(classification_id__in=redone).delete()
         if predictions:
             ClassificationPrediction.objects.bulk_create(predictions)
-
-
-def _finish_first_attempts_in_one_statement(
-    results: Sequence[tuple[Classification, float, _Outcome]], total_ms: float, finished_at: Any
-) -> None:
-    """``_finish_batch`` on PostgreSQL for jobs that have no predictions yet (nothing to delete first)."""
-    rows, predictions = [], []
-    for job, decode_ms, outcome in results:
-        best = outcome.predictions[0] if outcome.predictions else None
-        rows.append(
-            {
-                "id": job.pk,
-                "gate_verdict": outcome.gate_verdict,
-                "gate_confidence": outcome.gate_confidence,
-                "gate_version": outcome.gate_version_id,
-                "classifier_version": outcome.classifier_version_id,
-                "predicted_car_model": best["car_model_id"] if best else None,
-                "confidence": best["probability"] if best else None,
-                "abstained": outcome.abstained,
-                "make_fallback": outcome.make_fallback,
-                "queue_wait_ms": job.queue_wait_ms,
-                "decode_ms": decode_ms,
-                "gate_ms": outcome.gate_ms,
-                "classifier_ms": outcome.classifier_ms,
-            }
-        )
-        predictions.extend(
-            {
-                "classification": job.pk,
-                "rank": p["rank"],
-                "label": p["label"],
-                "car_model": p["car_model_id"],
-                "probability": p["probability"],
-            }
-            for p in outcome.predictions
-        )
-    classification_postgres.finish_batch(rows, predictions, total_ms=total_ms, finished_at=finished_at)
 
 
 def _fail(classification_id: uuid.UUID | str, message: str) -> Classification | None:

@@ -24,13 +24,14 @@ from django.db import connection
 
 from classifier.models import Classification, ClassificationPrediction, ClassificationStatus
 
+# The columns written, by attribute name (a foreign key by its ``_id``), in the statement's order.
 RESULT_FIELDS = (
     "id",
     "gate_verdict",
     "gate_confidence",
-    "gate_version",
-    "classifier_version",
-    "predicted_car_model",
+    "gate_version_id",
+    "classifier_version_id",
+    "predicted_car_model_id",
     "confidence",
     "abstained",
     "make_fallback",
@@ -39,7 +40,7 @@ RESULT_FIELDS = (
     "gate_ms",
     "classifier_ms",
 )
-PREDICTION_FIELDS = ("classification", "rank", "label", "car_model", "probability")
+PREDICTION_FIELDS = ("classification_id", "rank", "label", "car_model_id", "probability")
 
 
 def applies() -> bool:
@@ -149,7 +150,7 @@ def _finish_sql() -> str:
         )
         INSERT INTO {_quote(ClassificationPrediction._meta.db_table)} ({prediction_columns})
         SELECT prediction.* FROM unnest({prediction_arrays}) AS prediction ({prediction_columns})
-        JOIN finished ON finished.{pk} = prediction.{_column(ClassificationPrediction, "classification")}
+        JOIN finished ON finished.{pk} = prediction.{_column(ClassificationPrediction, "classification_id")}
     """
 
 
