@@ -566,7 +566,8 @@ def main() -> int:
               f"worker batch {args.worker_batch}, forward batch {args.forward_batch or 'whole'}")
         print(f"  models: gate {args.gate_bundle.name}" + (f", classifier {args.classifier_bundle.name}"
                                                           if has_classifier else ", NO classifier"))
-        print(f"  worker start -> first result:  {time_to_first:6.2f} s cold, {restart_to_first:.2f} s on restart "
+        print(f"  worker start -> first result:  {time_to_first:6.2f} s cold (compiles the models), "
+              f"{restart_to_first:.2f} s on restart (reuses the compiled graphs; {args.backlog} jobs queued) "
               "(target <= 10 s)")
         print(f"  worker RSS, models loaded:     {parent_rss + sum(child_rss):6.0f} MB total "
               f"(parent {parent_rss:.0f} MB + children {', '.join(f'{r:.0f}' for r in child_rss)} MB) "

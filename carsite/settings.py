@@ -220,6 +220,8 @@ CARSITE_DEMO_PHOTOS_DIR = Path(
     env.str("CARSITE_DEMO_PHOTOS_DIR", default=str(CARSITE_SHARED_DATA_DIR / "car-photos"))
 )
 CARSITE_MODELS_DIR = Path(env.str("CARSITE_MODELS_DIR", default=str(VAR_DIR / "models")))
+# Compiled (traced and frozen) model graphs kept between worker starts; empty: compile at every start.
+CARSITE_COMPILED_MODELS_DIR = env.str("CARSITE_COMPILED_MODELS_DIR", default=str(CARSITE_MODELS_DIR / "compiled"))
 CARSITE_UPLOAD_MAX_BYTES = env.int("CARSITE_UPLOAD_MAX_BYTES", default=10 * 1024 * 1024)
 CARSITE_UPLOAD_MAX_PIXELS = env.int("CARSITE_UPLOAD_MAX_PIXELS", default=40_000_000)
 CARSITE_IMAGE_MIN_SIDE = env.int("CARSITE_IMAGE_MIN_SIDE", default=64)

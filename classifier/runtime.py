@@ -83,6 +83,7 @@ def _load(version_id: int) -> LoadedModel:
             device="cpu",
             num_threads=settings.CARSITE_TORCH_THREADS,
             forward_batch_size=settings.CARSITE_CLASSIFY_FORWARD_BATCH or None,
+            compiled_cache_dir=settings.CARSITE_COMPILED_MODELS_DIR or None,
         )
         predictor.warmup()
     except Exception as exc:  # any failure to read the bundle makes the model unusable; say which one

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import ctypes
+import io
 import logging
+import os
+import tempfile
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -60,7 +63,9 @@ def group_matrix(num_outputs: int, labels: Sequence[str], groups: dict[str, list
     return m
 
 
-def compile_for_inference(model: torch.nn.Module, crop_size: int, device: torch.device) -> torch.nn.Module | None:
+def compile_for_inference(
+    model: torch.nn.Module, crop_size: int, device: torch.device, cache_path: Path | None = None
+) -> torch.nn.Module | None:
     """The model traced and frozen into one TorchScript graph, or None when that does not reproduce it.
 
     Three gains on CPU: batch norms folded into the convolutions, no Python between layers, and the
@@ -70,10 +75,18 @@ def compile_for_inference(model: torch.nn.Module, crop_size: int, device: torch.
     tracer records is exact; batch sizes vary, so the result is checked against the eager model on a
     batch of two random images before it is used. torch 2.14 marks tracing deprecated; the eager model
     remains the fallback.
+
+    With ``cache_path`` the frozen graph is saved there, with the eager model's output on that check
+    batch, and a later call loads it instead of tracing again (tracing and freezing took about 2 s of a
+    worker's start here). The caller names the file after everything the graph depends on.
     """
     example = torch.zeros(1, 3, crop_size, crop_size, device=device).to(memory_format=torch.channels_last)
     probe = torch.randn(2, 3, crop_size, crop_size, generator=torch.Generator().manual_seed(0))
     probe = probe.to(device).to(memory_format=torch.channels_last)
+    if cache_path is not None and cache_path.exists():
+        cached = _load_compiled(cache_path, probe, device)
+        if cached is not None:
+            return cached
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # TracerWarning about the fixed-size padding, and the deprecation
@@ -83,11 +96,66 @@ def compile_for_inference(model: torch.nn.Module, crop_size: int, device: torch.
     except Exception as exc:  # any model the tracer cannot handle runs eagerly
         logger.warning("running %s eagerly: tracing failed (%s)", type(model).__name__, exc)
         return None
-    tolerance = 1e-3 * max(1.0, float(expected.abs().max()))
-    if got.shape != expected.shape or float((got - expected).abs().max()) > tolerance:
+    if not _reproduces(got, expected):
         logger.warning("running %s eagerly: the traced graph does not reproduce it", type(model).__name__)
         return None
+    if cache_path is not None:
+        _save_compiled(compiled, expected, cache_path)
     return compiled
+
+
+def _reproduces(got: torch.Tensor, expected: torch.Tensor) -> bool:
+    tolerance = 1e-3 * max(1.0, float(expected.abs().max()))
+    return got.shape == expected.shape and float((got - expected).abs().max()) <= tolerance
+
+
+_EXPECTED_FILE = "expected_output.pt"
+
+
+def _save_compiled(compiled: torch.nn.Module, expected: torch.Tensor, path: Path) -> None:
+    """Write the graph and its check output atomically; a cache that cannot be written only costs time."""
+    buffer = io.BytesIO()
+    torch.save(expected.cpu(), buffer)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(handle)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # torch 2.14 marks TorchScript deprecated
+                torch.jit.save(compiled, temporary, _extra_files={_EXPECTED_FILE: buffer.getvalue()})
+            os.chmod(temporary, 0o644)  # mkstemp's 0600 would hide it from workers running as another user
+            os.replace(temporary, path)
+        finally:
+            if os.path.exists(temporary):
+                os.unlink(temporary)
+    except Exception as exc:
+        logger.warning("could not cache the compiled model at %s: %s", path, exc)
+
+
+def _load_compiled(path: Path, probe: torch.Tensor, device: torch.device) -> torch.nn.Module | None:
+    """The cached graph, if it loads and still gives the eager model's output on the check batch."""
+    extra = {_EXPECTED_FILE: b""}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            compiled = torch.jit.load(str(path), map_location=device, _extra_files=extra)
+        expected = torch.load(io.BytesIO(extra[_EXPECTED_FILE]), map_location=device, weights_only=True)
+        with torch.inference_mode():
+            got = compiled(probe).float()
+    except Exception as exc:  # unreadable, truncated or from an incompatible torch: trace again
+        logger.warning("ignoring the cached compiled model at %s: %s", path, exc)
+        return None
+    if not _reproduces(got, expected.float()):
+        logger.warning("ignoring the cached compiled model at %s: it does not reproduce its check output", path)
+        return None
+    return compiled
+
+
+def compiled_graph_name(bundle: Bundle, device: torch.device) -> str:
+    """File name of a bundle's compiled graph: one per bundle content, input size, torch build and CPU kind."""
+    capability = torch.backends.cpu.get_cpu_capability() if device.type == "cpu" else device.type
+    return f"{bundle.kind}-{bundle.version}-{bundle.preprocess.crop_size}px-torch{torch.__version__}-{capability}.pt"
 
 
 class Predictor:
@@ -98,8 +166,12 @@ class Predictor:
         num_threads: int | None = None,
         compile_model: bool = True,
         forward_batch_size: int | None = None,
+        compiled_cache_dir: str | Path | None = None,
     ):
-        """``forward_batch_size`` caps how many images go through the model in one call (None: the whole batch)."""
+        """``forward_batch_size`` caps how many images go through the model in one call (None: the whole batch).
+
+        ``compiled_cache_dir`` keeps the compiled graph between processes (see ``compile_for_inference``).
+        """
         if num_threads is not None:
             torch.set_num_threads(num_threads)
         self.bundle = bundle
@@ -108,7 +180,10 @@ class Predictor:
         self.compiled = False
         self.forward_batch_size = forward_batch_size
         if compile_model:
-            compiled = compile_for_inference(self.model, bundle.preprocess.crop_size, self.device)
+            cache_path = None
+            if compiled_cache_dir is not None:
+                cache_path = Path(compiled_cache_dir) / compiled_graph_name(bundle, self.device)
+            compiled = compile_for_inference(self.model, bundle.preprocess.crop_size, self.device, cache_path)
             if compiled is not None:
                 self.model, self.compiled = compiled, True
         self.transform = ClassificationPresetEval.from_config(bundle.preprocess)
@@ -133,6 +208,7 @@ class Predictor:
         num_threads: int | None = None,
         compile_model: bool = True,
         forward_batch_size: int | None = None,
+        compiled_cache_dir: str | Path | None = None,
     ) -> Predictor:
         return cls(
             load_bundle(path),
@@ -140,6 +216,7 @@ class Predictor:
             num_threads=num_threads,
             compile_model=compile_model,
             forward_batch_size=forward_batch_size,
+            compiled_cache_dir=compiled_cache_dir,
         )
 
     @property

@@ -117,6 +117,65 @@ def test_a_model_the_trace_does_not_reproduce_stays_eager() -> None:
     assert compile_for_inference(_BatchDependent().eval(), 8, torch.device("cpu")) is None
 
 
+def _no_tracing(*args: object, **kwargs: object) -> None:
+    raise AssertionError("traced again although a usable compiled graph was cached")
+
+
+def test_a_cached_compiled_graph_is_reused_by_the_next_process(
+    model: torch.nn.Module, shapes: list[ManifestRecord], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _save(tmp_path / "b", model)
+    cache = tmp_path / "compiled"
+    first = Predictor.from_bundle(tmp_path / "b", device="cpu", compiled_cache_dir=cache)
+    [cached_file] = cache.iterdir()
+    assert first.bundle.version in cached_file.name and "64px" in cached_file.name
+
+    monkeypatch.setattr(torch.jit, "trace", _no_tracing)
+    second = Predictor.from_bundle(tmp_path / "b", device="cpu", compiled_cache_dir=cache)
+    assert second.compiled
+    images = [r.path for r in shapes[:3]]
+    assert torch.equal(second.probabilities(images), first.probabilities(images))
+
+
+def test_an_unreadable_cached_graph_is_compiled_again_and_replaced(
+    model: torch.nn.Module, shapes: list[ManifestRecord], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    _save(tmp_path / "b", model)
+    cache = tmp_path / "compiled"
+    reference = Predictor.from_bundle(tmp_path / "b", device="cpu", compiled_cache_dir=cache)
+    [cached_file] = cache.iterdir()
+    cached_file.write_bytes(cached_file.read_bytes()[:1000])  # a write cut short
+
+    again = Predictor.from_bundle(tmp_path / "b", device="cpu", compiled_cache_dir=cache)
+    assert again.compiled and "ignoring the cached compiled model" in caplog.text
+    images = [r.path for r in shapes[:3]]
+    assert torch.equal(again.probabilities(images), reference.probabilities(images))
+    assert cached_file.stat().st_size > 1000 and list(cache.iterdir()) == [cached_file]
+
+
+def test_a_cached_graph_that_does_not_give_its_check_output_is_not_used(
+    model: torch.nn.Module, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ml.predict import compile_for_inference
+
+    cache_path = tmp_path / "graph.pt"
+    assert compile_for_inference(model, 64, torch.device("cpu"), cache_path) is not None
+    # Another model's weights under the same name: the stored check output no longer matches.
+    torch.manual_seed(1)
+    other = create_model("efficientnet_lite0", 3, "imagenet").eval()
+    other_path = tmp_path / "other.pt"
+    assert compile_for_inference(other, 64, torch.device("cpu"), other_path) is not None
+    graph = torch.jit.load(str(other_path))
+    extra = {"expected_output.pt": b""}
+    torch.jit.load(str(cache_path), _extra_files=extra)
+    torch.jit.save(graph, str(cache_path), _extra_files=extra)
+
+    # Tracing is stubbed out to fail, so a graph coming back could only be the cached one.
+    monkeypatch.setattr(torch.jit, "trace", _no_tracing)
+    assert compile_for_inference(model, 64, torch.device("cpu"), cache_path) is None
+    assert "does not reproduce its check output" in caplog.text and "traced again" in caplog.text
+
+
 def test_a_batch_prepared_once_gives_the_same_answers(
     model: torch.nn.Module, shapes: list[ManifestRecord], tmp_path: Path
 ) -> None:
