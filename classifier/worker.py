@@ -2,12 +2,16 @@
 
 With the prefork pool the models are loaded in each child (``worker_process_init``), never in the
 parent: torch's thread pools do not survive a fork, and each child needs its own copy anyway.
-Pools that do not fork (solo, threads) load them once the worker is ready.
+Pools that do not fork (solo, threads) start loading them in a background thread as soon as the
+worker is set up, so importing torch and loading the models overlaps Celery's own start (connecting
+to the broker, then about a second spent listening for other workers); the worker starts consuming
+once they are loaded.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 from celery.signals import celeryd_after_setup, worker_process_init, worker_ready
@@ -15,6 +19,7 @@ from celery.signals import celeryd_after_setup, worker_process_init, worker_read
 logger = logging.getLogger(__name__)
 
 _pool_forks = True
+_warming_up: threading.Thread | None = None
 
 
 def _uses_forking_pool(instance: Any) -> bool:
@@ -23,10 +28,24 @@ def _uses_forking_pool(instance: Any) -> bool:
     return "prefork" in name.lower()
 
 
+def _warm_up_in_background() -> None:
+    from django.db import connection
+
+    from classifier.runtime import warm_up_active_models
+
+    try:
+        warm_up_active_models()
+    finally:
+        connection.close()  # this thread's own connection: nothing else will use it
+
+
 @celeryd_after_setup.connect
 def _remember_pool_kind(sender: Any = None, instance: Any = None, **kwargs: Any) -> None:
-    global _pool_forks
+    global _pool_forks, _warming_up
     _pool_forks = _uses_forking_pool(instance)
+    if not _pool_forks and _warming_up is None:
+        _warming_up = threading.Thread(target=_warm_up_in_background, name="carsite-warm-up", daemon=True)
+        _warming_up.start()
 
 
 @worker_process_init.connect
@@ -41,8 +60,13 @@ def _warm_up_in_child(**kwargs: Any) -> None:
 
 @worker_ready.connect
 def _warm_up_when_ready(**kwargs: Any) -> None:
+    global _warming_up
     if _pool_forks:
         return  # the children warm up themselves
+    if _warming_up is not None:
+        _warming_up.join()  # begun at setup; consume only once the models are loaded
+        _warming_up = None
+        return
     from classifier.runtime import warm_up_active_models
 
     warm_up_active_models()

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torchvision
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -107,6 +106,12 @@ class Bundle:
 BUNDLE_MODES = ("softmax", "imagenet_groups", "hybrid_gate")
 
 
+def _torchvision_version() -> str:
+    import torchvision  # only here: loading a bundle (every worker start) does not need it
+
+    return torchvision.__version__
+
+
 def save_bundle(
     out_dir: str | Path,
     model: nn.Module,
@@ -152,7 +157,7 @@ def save_bundle(
         "versions": {
             "python": platform.python_version(),
             "torch": torch.__version__,
-            "torchvision": torchvision.__version__,
+            "torchvision": _torchvision_version(),
         },
         "extra": extra or {},
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),

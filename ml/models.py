@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import math
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -18,14 +20,21 @@ class PretrainedWeightsUnavailable(RuntimeError):
     """Pretrained weights were requested but cannot be loaded (we never fall back to random init)."""
 
 
-def _imagenet_categories() -> list[str]:
+@functools.cache
+def imagenet_classes() -> list[str]:
+    """The 1000 ImageNet category names, in output order."""
     # The category list ships inside torchvision's code, so it is available offline.
     from torchvision.models import ResNet50_Weights
 
     return list(ResNet50_Weights.IMAGENET1K_V2.meta["categories"])
 
 
-IMAGENET_CLASSES: list[str] = _imagenet_categories()
+def __getattr__(name: str) -> Any:
+    # IMAGENET_CLASSES is read on first use: importing torchvision takes seconds, and a worker serving
+    # cached compiled models never needs it.
+    if name == "IMAGENET_CLASSES":
+        return imagenet_classes()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 # ---------------------------------------------------------------- EfficientNet-Lite
 

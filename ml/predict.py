@@ -76,17 +76,12 @@ def compile_for_inference(
     batch of two random images before it is used. torch 2.14 marks tracing deprecated; the eager model
     remains the fallback.
 
-    With ``cache_path`` the frozen graph is saved there, with the eager model's output on that check
-    batch, and a later call loads it instead of tracing again (tracing and freezing took about 2 s of a
-    worker's start here). The caller names the file after everything the graph depends on.
+    With ``cache_path`` the frozen graph is saved there with the eager model's output on that check
+    batch, for ``load_compiled`` to reuse in a later process: tracing and freezing took about 2 s of a
+    worker's start here. The caller names the file after everything the graph depends on.
     """
     example = torch.zeros(1, 3, crop_size, crop_size, device=device).to(memory_format=torch.channels_last)
-    probe = torch.randn(2, 3, crop_size, crop_size, generator=torch.Generator().manual_seed(0))
-    probe = probe.to(device).to(memory_format=torch.channels_last)
-    if cache_path is not None and cache_path.exists():
-        cached = _load_compiled(cache_path, probe, device)
-        if cached is not None:
-            return cached
+    probe = _check_batch(crop_size, device)
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # TracerWarning about the fixed-size padding, and the deprecation
@@ -133,8 +128,17 @@ def _save_compiled(compiled: torch.nn.Module, expected: torch.Tensor, path: Path
         logger.warning("could not cache the compiled model at %s: %s", path, exc)
 
 
-def _load_compiled(path: Path, probe: torch.Tensor, device: torch.device) -> torch.nn.Module | None:
-    """The cached graph, if it loads and still gives the eager model's output on the check batch."""
+def _check_batch(crop_size: int, device: torch.device) -> torch.Tensor:
+    probe = torch.randn(2, 3, crop_size, crop_size, generator=torch.Generator().manual_seed(0))
+    return probe.to(device).to(memory_format=torch.channels_last)
+
+
+def load_compiled(path: Path, crop_size: int, device: torch.device) -> torch.nn.Module | None:
+    """A graph saved by ``compile_for_inference``, if there is one, it loads, and it still gives the eager
+    model's output on the check batch (which also warms it up); None otherwise."""
+    if not path.exists():
+        return None
+    probe = _check_batch(crop_size, device)
     extra = {_EXPECTED_FILE: b""}
     try:
         with warnings.catch_warnings():
@@ -176,14 +180,20 @@ class Predictor:
             torch.set_num_threads(num_threads)
         self.bundle = bundle
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.model = bundle.load_model(self.device).to(memory_format=torch.channels_last).eval()
-        self.compiled = False
         self.forward_batch_size = forward_batch_size
-        if compile_model:
-            cache_path = None
-            if compiled_cache_dir is not None:
-                cache_path = Path(compiled_cache_dir) / compiled_graph_name(bundle, self.device)
-            compiled = compile_for_inference(self.model, bundle.preprocess.crop_size, self.device, cache_path)
+        crop_size = bundle.preprocess.crop_size
+        cache_path = None
+        if compile_model and compiled_cache_dir is not None:
+            cache_path = Path(compiled_cache_dir) / compiled_graph_name(bundle, self.device)
+        # A cached graph needs no eager model, and so no model definition (nor torchvision) at all.
+        cached = load_compiled(cache_path, crop_size, self.device) if cache_path is not None else None
+        self.model: torch.nn.Module
+        if cached is not None:
+            self.model, self.compiled = cached, True
+        else:
+            self.model = bundle.load_model(self.device).to(memory_format=torch.channels_last).eval()
+            self.compiled = False
+            compiled = compile_for_inference(self.model, crop_size, self.device, cache_path) if compile_model else None
             if compiled is not None:
                 self.model, self.compiled = compiled, True
         self.transform = ClassificationPresetEval.from_config(bundle.preprocess)

@@ -63,18 +63,28 @@ def test_a_missing_bundle_is_a_clear_error_and_warm_up_survives_it(make_bundle, 
 
 
 def test_worker_hooks_warm_up_in_prefork_children_only(make_bundle, monkeypatch):
+    import threading
+    import time
+
     from classifier import worker
 
     calls = []
-    monkeypatch.setattr(runtime, "warm_up_active_models", lambda: calls.append("warm"))
+
+    def warm_up():
+        time.sleep(0.2)  # slower than the hooks, so a ready hook that did not wait would be seen
+        calls.append(threading.current_thread().name)
+
+    monkeypatch.setattr(runtime, "warm_up_active_models", warm_up)
     worker._remember_pool_kind(instance=type("W", (), {"pool_cls": "celery.concurrency.prefork:TaskPool"})())
     worker._warm_up_when_ready()
     assert calls == [], "the prefork parent must not load torch models before forking"
     worker._warm_up_in_child()
-    assert calls == ["warm"]
+    assert calls == ["MainThread"]
+    # Other pools start loading at setup, in the background, and are ready only once it is done.
     worker._remember_pool_kind(instance=type("W", (), {"pool_cls": "solo"})())
+    assert calls == ["MainThread"]
     worker._warm_up_when_ready()
-    assert calls == ["warm", "warm"]
+    assert calls == ["MainThread", "carsite-warm-up"]
     worker._remember_pool_kind(instance=type("W", (), {"pool_cls": "celery.concurrency.prefork:TaskPool"})())
 
 

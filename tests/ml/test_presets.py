@@ -3,10 +3,14 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
+from ml import presets
 from ml.presets import ClassificationPresetEval, ClassificationPresetTrain, PreprocessConfig, to_rgb
+
+from .conftest import CAR_PHOTOS
 
 
 def _gradient(w: int = 80, h: int = 40) -> Image.Image:
@@ -99,3 +103,59 @@ def test_animated_gif_uses_first_frame() -> None:
         gif.seek(1)  # even if someone left it on another frame
         out = np.asarray(to_rgb(gif))
     assert out[0, 0, 0] > 200 and out[0, 0, 2] < 50
+
+
+def _torchvision_eval(cfg: PreprocessConfig):
+    """The eval transform as torchvision composes it: what ClassificationPresetEval must equal, bit for bit."""
+    from torchvision.transforms import v2 as T
+    from torchvision.transforms.functional import InterpolationMode
+
+    return T.Compose(
+        [
+            T.PILToTensor(),
+            T.Resize(cfg.resize_size, interpolation=InterpolationMode(cfg.interpolation), antialias=True),
+            T.CenterCrop(cfg.crop_size),
+            T.ToDtype(torch.float32, scale=True),
+            T.Normalize(mean=list(cfg.mean), std=list(cfg.std)),
+        ]
+    )
+
+
+def _noise(w: int, h: int, seed: int) -> Image.Image:
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8), "RGB")
+
+
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic", "nearest"])
+@pytest.mark.parametrize("float_path", [False, True], ids=["uint8-kernels", "float-kernels"])
+def test_eval_preset_equals_torchvision_bit_for_bit(
+    interpolation: str, float_path: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if float_path:  # as on a CPU without AVX2: both resize through float32 and round back
+        from torchvision.transforms.v2.functional import _geometry
+
+        monkeypatch.setattr(_geometry, "_do_native_uint8_resize_on_cpu", lambda mode: False)
+        monkeypatch.setattr(presets, "_resizes_uint8_natively", lambda mode: False)
+    photos = sorted(CAR_PHOTOS.rglob("*.jpg"))[:6] if CAR_PHOTOS.is_dir() else []
+    images = [Image.open(p) for p in photos] + [
+        _noise(320, 240, 1),  # landscape
+        _noise(240, 320, 2),  # portrait
+        _noise(256, 256, 3),  # already the resize size: untouched
+        _noise(333, 97, 4),  # wide, odd sizes
+        _noise(150, 180, 5),  # upscaled
+    ]
+    for cfg in (
+        PreprocessConfig(interpolation=interpolation),
+        PreprocessConfig(crop_size=240, resize_size=200, interpolation=interpolation),  # crop pads
+        PreprocessConfig(77, 91, (0.5, 0.4, 0.3), (0.2, 0.3, 0.4), interpolation),
+    ):
+        ours, reference = ClassificationPresetEval.from_config(cfg), _torchvision_eval(cfg)
+        for image in images:
+            rgb = to_rgb(image)
+            got, expected = ours(rgb), reference(rgb)
+            assert got.shape == expected.shape == (3, cfg.crop_size, cfg.crop_size)
+            assert torch.equal(got, expected), (cfg, image.size)
+
+
+def test_an_unknown_interpolation_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown interpolation 'lanczos'"):
+        ClassificationPresetEval(interpolation="lanczos")
