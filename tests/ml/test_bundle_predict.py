@@ -154,6 +154,17 @@ def test_an_unreadable_cached_graph_is_compiled_again_and_replaced(
     assert cached_file.stat().st_size > 1000 and list(cache.iterdir()) == [cached_file]
 
 
+def test_a_cache_that_cannot_be_written_only_costs_the_compile(
+    model: torch.nn.Module, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    _save(tmp_path / "b", model)
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a file where the cache directory should be")
+    predictor = Predictor.from_bundle(tmp_path / "b", device="cpu", compiled_cache_dir=blocker / "compiled")
+    assert predictor.compiled and "could not cache the compiled model" in caplog.text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "not-a-directory"]  # no temporary file left
+
+
 @pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
 def test_a_cached_graph_that_does_not_give_its_check_output_is_not_used(
     model: torch.nn.Module, tmp_path: Path, caplog: pytest.LogCaptureFixture
