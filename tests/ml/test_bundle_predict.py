@@ -121,13 +121,19 @@ def _no_tracing(*args: object, **kwargs: object) -> None:
     raise AssertionError("traced again although a usable compiled graph was cached")
 
 
+def _predictor_with_cached_graph(model: torch.nn.Module, tmp_path: Path) -> tuple[Predictor, Path, Path]:
+    """A predictor of ``model`` that compiled it into a fresh cache: (predictor, cache dir, the one graph file)."""
+    _save(tmp_path / "b", model)
+    cache = tmp_path / "compiled"
+    predictor = Predictor.from_bundle(tmp_path / "b", device="cpu", compiled_cache_dir=cache)
+    [cached_file] = cache.iterdir()
+    return predictor, cache, cached_file
+
+
 def test_a_cached_compiled_graph_is_reused_by_the_next_process(
     model: torch.nn.Module, shapes: list[ManifestRecord], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _save(tmp_path / "b", model)
-    cache = tmp_path / "compiled"
-    first = Predictor.from_bundle(tmp_path / "b", device="cpu", compiled_cache_dir=cache)
-    [cached_file] = cache.iterdir()
+    first, cache, cached_file = _predictor_with_cached_graph(model, tmp_path)
     assert first.bundle.version in cached_file.name and "64px" in cached_file.name
 
     monkeypatch.setattr(torch.jit, "trace", _no_tracing)
@@ -141,10 +147,7 @@ def test_a_cached_compiled_graph_is_reused_by_the_next_process(
 def test_an_unreadable_cached_graph_is_compiled_again_and_replaced(
     model: torch.nn.Module, shapes: list[ManifestRecord], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    _save(tmp_path / "b", model)
-    cache = tmp_path / "compiled"
-    reference = Predictor.from_bundle(tmp_path / "b", device="cpu", compiled_cache_dir=cache)
-    [cached_file] = cache.iterdir()
+    reference, cache, cached_file = _predictor_with_cached_graph(model, tmp_path)
     cached_file.write_bytes(cached_file.read_bytes()[:1000])  # a write cut short
 
     again = Predictor.from_bundle(tmp_path / "b", device="cpu", compiled_cache_dir=cache)
