@@ -96,6 +96,11 @@ class ToRGB(torch.nn.Module):
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 
 
+def _check_interpolation(interpolation: str) -> None:
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(f"unknown interpolation {interpolation!r}; expected one of {INTERPOLATIONS}")
+
+
 def resized_size(height: int, width: int, short_side: int) -> tuple[int, int]:
     """(height, width) with the short side at ``short_side`` and the long side scaled to match, rounded down."""
     if width <= height:
@@ -115,8 +120,7 @@ def _resizes_uint8_natively(interpolation: str) -> bool:
 
 def resize_short_side(image: torch.Tensor, short_side: int, interpolation: str = "bilinear") -> torch.Tensor:
     """Resize a uint8 (C, H, W) image so its short side is ``short_side`` (antialiased, as torchvision does)."""
-    if interpolation not in INTERPOLATIONS:
-        raise ValueError(f"unknown interpolation {interpolation!r}; expected one of {INTERPOLATIONS}")
+    _check_interpolation(interpolation)
     channels, height, width = image.shape
     new_height, new_width = resized_size(height, width, short_side)
     if (new_height, new_width) == (height, width):
@@ -173,8 +177,7 @@ class ClassificationPresetEval:
         std: tuple[float, float, float] = IMAGENET_STD,
         interpolation: str = "bilinear",
     ) -> None:
-        if interpolation not in INTERPOLATIONS:
-            raise ValueError(f"unknown interpolation {interpolation!r}; expected one of {INTERPOLATIONS}")
+        _check_interpolation(interpolation)
         self.config = PreprocessConfig(crop_size, resize_size, tuple(mean), tuple(std), interpolation)
         self._mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
         self._std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
@@ -208,6 +211,7 @@ class ClassificationPresetTrain:
         from torchvision.transforms import v2 as T
         from torchvision.transforms.functional import InterpolationMode
 
+        _check_interpolation(interpolation)
         interp = InterpolationMode(interpolation)
         steps: list[Any] = [
             ToRGB(),

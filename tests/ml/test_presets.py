@@ -159,3 +159,5 @@ def test_eval_preset_equals_torchvision_bit_for_bit(
 def test_an_unknown_interpolation_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown interpolation 'lanczos'"):
         ClassificationPresetEval(interpolation="lanczos")
+    with pytest.raises(ValueError, match="unknown interpolation 'lanczos'"):
+        ClassificationPresetTrain(interpolation="lanczos")
