@@ -18,7 +18,6 @@ from celery.signals import celeryd_after_setup, worker_process_init, worker_read
 
 logger = logging.getLogger(__name__)
 
-_pool_forks = True
 _warming_up: threading.Thread | None = None
 
 
@@ -40,10 +39,9 @@ def _warm_up_in_background() -> None:
 
 
 @celeryd_after_setup.connect
-def _remember_pool_kind(sender: Any = None, instance: Any = None, **kwargs: Any) -> None:
-    global _pool_forks, _warming_up
-    _pool_forks = _uses_forking_pool(instance)
-    if not _pool_forks and _warming_up is None:
+def _start_warm_up_unless_forking(sender: Any = None, instance: Any = None, **kwargs: Any) -> None:
+    global _warming_up
+    if not _uses_forking_pool(instance) and _warming_up is None:
         _warming_up = threading.Thread(target=_warm_up_in_background, name="carsite-warm-up", daemon=True)
         _warming_up.start()
 
@@ -60,13 +58,9 @@ def _warm_up_in_child(**kwargs: Any) -> None:
 
 @worker_ready.connect
 def _warm_up_when_ready(**kwargs: Any) -> None:
+    """Consume only once the models are loaded: wait for the warm-up begun at setup (none with prefork:
+    the children warm up themselves)."""
     global _warming_up
-    if _pool_forks:
-        return  # the children warm up themselves
     if _warming_up is not None:
-        _warming_up.join()  # begun at setup; consume only once the models are loaded
+        _warming_up.join()
         _warming_up = None
-        return
-    from classifier.runtime import warm_up_active_models
-
-    warm_up_active_models()

@@ -75,17 +75,16 @@ def test_worker_hooks_warm_up_in_prefork_children_only(make_bundle, monkeypatch)
         calls.append(threading.current_thread().name)
 
     monkeypatch.setattr(runtime, "warm_up_active_models", warm_up)
-    worker._remember_pool_kind(instance=type("W", (), {"pool_cls": "celery.concurrency.prefork:TaskPool"})())
+    worker._start_warm_up_unless_forking(instance=type("W", (), {"pool_cls": "celery.concurrency.prefork:TaskPool"})())
     worker._warm_up_when_ready()
     assert calls == [], "the prefork parent must not load torch models before forking"
     worker._warm_up_in_child()
     assert calls == ["MainThread"]
     # Other pools start loading at setup, in the background, and are ready only once it is done.
-    worker._remember_pool_kind(instance=type("W", (), {"pool_cls": "solo"})())
+    worker._start_warm_up_unless_forking(instance=type("W", (), {"pool_cls": "solo"})())
     assert calls == ["MainThread"]
     worker._warm_up_when_ready()
     assert calls == ["MainThread", "carsite-warm-up"]
-    worker._remember_pool_kind(instance=type("W", (), {"pool_cls": "celery.concurrency.prefork:TaskPool"})())
 
 
 def test_compute_slots_default_to_one_per_core_and_follow_the_setting(settings, monkeypatch):
