@@ -20,9 +20,10 @@ import datetime as dt
 import io
 import logging
 import os
+import threading
 import time
 import uuid
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -309,6 +310,38 @@ def _decode(classification: Classification) -> tuple[Image.Image, float]:
     return image, (time.perf_counter() - started) * 1000
 
 
+# Jobs this process has seen finish, done or failed (both final), by id, with when: most task deliveries
+# belong to jobs that a batch in this same worker already ran, and answering those from memory saves
+# their database round trips (a status query, and the connection health check before it). Remembered
+# only once committed; forgotten after a while, so a job set back to queued by hand still runs.
+_FINISHED_HERE_LIMIT = 4096
+_FINISHED_HERE_SECONDS = 300.0
+_finished_here: OrderedDict[str, float] = OrderedDict()
+_finished_here_lock = threading.Lock()
+
+
+def _remember_finished(classification_ids: Sequence[uuid.UUID | str]) -> None:
+    now = time.monotonic()
+    with _finished_here_lock:
+        for classification_id in classification_ids:
+            key = str(classification_id)
+            _finished_here[key] = now
+            _finished_here.move_to_end(key)
+        while len(_finished_here) > _FINISHED_HERE_LIMIT:
+            _finished_here.popitem(last=False)
+
+
+def _remember_finished_on_commit(classification_ids: Sequence[uuid.UUID | str]) -> None:
+    ids = list(classification_ids)
+    transaction.on_commit(lambda: _remember_finished(ids))
+
+
+def _finished_here_recently(classification_id: uuid.UUID | str) -> bool:
+    with _finished_here_lock:
+        seen = _finished_here.get(str(classification_id))
+    return seen is not None and time.monotonic() - seen < _FINISHED_HERE_SECONDS
+
+
 def _runs_under_its_own_task(job: Classification) -> bool:
     """Queued, or left running by an earlier delivery of its own task (not by another job's batch)."""
     if job.status == ClassificationStatus.QUEUED:
@@ -323,9 +356,13 @@ def _claim_batch(leader_id: uuid.UUID | str, size: int) -> list[Classification]:
     (the worker that ran it died), together with the members of that batch; a job running under
     another leader is left to that leader's task.
     """
-    # Most deliveries of a batched job find it finished: answer those without a transaction.
+    # Most deliveries of a batched job find it finished: answer those without a transaction, and
+    # without the database at all when the batch ran here.
+    if _finished_here_recently(leader_id):
+        return []
     seen = classification_status(leader_id)
     if seen in (ClassificationStatus.DONE, ClassificationStatus.FAILED):
+        _remember_finished_on_commit([leader_id])
         return []
     if seen == ClassificationStatus.QUEUED and classification_postgres.applies():
         claimed = classification_postgres.claim_queued_batch(uuid.UUID(str(leader_id)), size, timezone.now())
@@ -427,6 +464,7 @@ def _finish_batch(results: Sequence[tuple[Classification, float, _Outcome]], sta
             total_ms=total_ms,
             finished_at=finished_at,
         )
+        _remember_finished_on_commit([job.pk for job, _, _ in results])
         return
     with transaction.atomic():
         written: list[Classification] = []
@@ -455,6 +493,8 @@ def _finish_batch(results: Sequence[tuple[Classification, float, _Outcome]], sta
             ClassificationPrediction.objects.filter(classification_id__in=redone).delete()
         if predictions:
             ClassificationPrediction.objects.bulk_create(predictions)
+        # Every job of the batch is done now, whichever delivery wrote it.
+        _remember_finished_on_commit([job.pk for job, _, _ in results])
 
 
 def _fail(classification_id: uuid.UUID | str, message: str) -> Classification | None:
@@ -466,6 +506,7 @@ def _fail(classification_id: uuid.UUID | str, message: str) -> Classification | 
         classification.error = message[:MAX_ERROR_LENGTH]
         classification.finished_at = timezone.now()
         classification.save(update_fields=["status", "error", "finished_at"])
+        _remember_finished_on_commit([classification.pk])
     return classification
 
 

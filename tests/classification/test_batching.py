@@ -107,6 +107,48 @@ def test_one_task_runs_queued_jobs_together_with_the_answers_they_get_alone(
     assert _answer(waiting) == expected[1]
 
 
+def test_deliveries_of_jobs_a_batch_finished_here_ask_the_database_nothing(
+    settings, active_gate, mdx_photo, write_path, django_capture_on_commit_callbacks, monkeypatch
+):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from classifier.services import classification as service
+
+    settings.CARSITE_CLASSIFY_WORKER_BATCH = 2
+    leader, member = _queue([mdx_photo, mdx_photo])
+    with django_capture_on_commit_callbacks(execute=True):
+        assert classification_run(leader.pk) == 2
+    with CaptureQueriesContext(connection) as queries:
+        assert classification_run(member.pk) == 0
+    assert len(queries) == 0
+
+    # Remembered for a while only: later deliveries ask the database again (one status query).
+    monkeypatch.setattr(service, "_FINISHED_HERE_SECONDS", 0.0)
+    with CaptureQueriesContext(connection) as queries:
+        assert classification_run(member.pk) == 0
+    assert len(queries) == 1
+    member.refresh_from_db()
+    assert (member.status, member.attempts) == (ClassificationStatus.DONE, 1)
+
+
+def test_a_batch_whose_write_was_rolled_back_is_not_remembered_as_finished(
+    settings, active_gate, mdx_photo, django_capture_on_commit_callbacks
+):
+    from django.db import transaction
+
+    settings.CARSITE_CLASSIFY_WORKER_BATCH = 2
+    leader, member = _queue([mdx_photo, mdx_photo])
+    with django_capture_on_commit_callbacks(execute=True):
+        with pytest.raises(RuntimeError), transaction.atomic():
+            classification_run(leader.pk)
+            raise RuntimeError("the write is rolled back")
+        # Still queued in the database, so its own delivery must run it, not skip it.
+        assert classification_run(member.pk) == 2
+    member.refresh_from_db()
+    assert member.status == ClassificationStatus.DONE
+
+
 def test_both_write_paths_store_the_same_result(
     settings, active_gate, active_classifier, mdx_photo, interior_photo, monkeypatch
 ):

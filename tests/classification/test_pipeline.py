@@ -125,12 +125,18 @@ def test_rerun_of_a_finished_job_changes_nothing(
 
 
 def test_job_left_running_by_a_dead_worker_is_redone_once(
-    active_gate, active_classifier, mdx_photo, django_capture_on_commit_callbacks
+    active_gate, active_classifier, mdx_photo, django_capture_on_commit_callbacks, monkeypatch
 ):
+    from collections import OrderedDict
+
+    from classifier.services import classification as service
+
     classification = _classify(mdx_photo, django_capture_on_commit_callbacks)
     expected = _prediction_rows(classification)
-    # What a worker killed mid-task leaves behind: status running, one attempt, old predictions.
+    # What a worker killed mid-task leaves behind: status running, one attempt, old predictions; and
+    # the redelivery reaches another worker process, which has seen nothing finish.
     Classification.objects.filter(pk=classification.pk).update(status=ClassificationStatus.RUNNING)
+    monkeypatch.setattr(service, "_finished_here", OrderedDict())
 
     classification_run(classification.pk)
 
