@@ -6,6 +6,7 @@ import ctypes
 import io
 import logging
 import os
+import re
 import tempfile
 import warnings
 from collections.abc import Sequence
@@ -160,6 +161,30 @@ def compiled_graph_name(bundle: Bundle, device: torch.device) -> str:
     """File name of a bundle's compiled graph: one per bundle content, input size, torch build and CPU kind."""
     capability = torch.backends.cpu.get_cpu_capability() if device.type == "cpu" else device.type
     return f"{bundle.kind}-{bundle.version}-{bundle.preprocess.crop_size}px-torch{torch.__version__}-{capability}.pt"
+
+
+@dataclass(frozen=True)
+class CompiledGraphName:
+    kind: str
+    version: str
+    crop_size: int
+    torch_version: str
+    capability: str
+
+
+_COMPILED_GRAPH_NAME = re.compile(
+    r"(?P<kind>[a-z]+)-(?P<version>.+)-(?P<crop>\d+)px-torch(?P<torch>[^-/]+)-(?P<capability>[A-Za-z0-9_]+)\.pt"
+)
+
+
+def parse_compiled_graph_name(name: str) -> CompiledGraphName | None:
+    """What a ``compiled_graph_name`` says; None for any other file name."""
+    match = _COMPILED_GRAPH_NAME.fullmatch(name)
+    if match is None:
+        return None
+    return CompiledGraphName(
+        match["kind"], match["version"], int(match["crop"]), match["torch"], match["capability"]
+    )
 
 
 class Predictor:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
 import uuid
 from pathlib import Path
 
@@ -170,3 +171,44 @@ def model_version_deactivate(model_version: ModelVersion) -> ModelVersion:
         ModelVersion.objects.filter(pk=model_version.pk).update(is_active=False)
     model_version.refresh_from_db()
     return model_version
+
+
+# A temporary file this old is left from a save that was interrupted, not one still being written.
+_ABANDONED_TEMPORARY_SECONDS = 60 * 60
+
+
+def compiled_graphs_prune(*, dry_run: bool = False) -> list[Path]:
+    """Remove the compiled model graphs in ``CARSITE_COMPILED_MODELS_DIR`` that no worker will load again.
+
+    That is a graph of a model version no longer registered, one built by another torch release (a
+    worker still running the old release compiles its graph again at its next start, in seconds), and
+    a temporary file left by an interrupted save. Files the cache did not write are left alone.
+    Returns the files removed (with ``dry_run``, those that would be).
+    """
+    import torch
+
+    from ml.predict import parse_compiled_graph_name
+
+    directory = Path(settings.CARSITE_COMPILED_MODELS_DIR or "")
+    if not settings.CARSITE_COMPILED_MODELS_DIR or not directory.is_dir():
+        return []
+    registered = set(ModelVersion.objects.values_list("kind", "version"))
+    now = time.time()
+    stale: list[Path] = []
+    for path in sorted(directory.iterdir()):
+        if not path.is_file():
+            continue
+        if path.name.startswith(".") and path.name.endswith(".tmp"):
+            if now - path.stat().st_mtime > _ABANDONED_TEMPORARY_SECONDS:
+                stale.append(path)
+            continue
+        graph = parse_compiled_graph_name(path.name)
+        if graph is None:
+            continue
+        if (graph.kind, graph.version) not in registered or graph.torch_version != torch.__version__:
+            stale.append(path)
+    if not dry_run:
+        for path in stale:
+            path.unlink(missing_ok=True)
+            logger.info("removed the compiled graph %s", path)
+    return stale
