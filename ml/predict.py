@@ -106,6 +106,13 @@ def _reproduces(got: torch.Tensor, expected: torch.Tensor) -> bool:
 
 
 _EXPECTED_FILE = "expected_output.pt"
+# A graph being saved is first written to ".<graph name>.<random>.tmp" beside it.
+_TEMPORARY_SUFFIX = ".tmp"
+
+
+def is_compiled_graph_temporary(name: str) -> bool:
+    """Whether ``name`` is the temporary file of a compiled graph being (or once being) saved."""
+    return name.startswith(".") and name.endswith(_TEMPORARY_SUFFIX)
 
 
 def _save_compiled(compiled: torch.nn.Module, expected: torch.Tensor, path: Path) -> None:
@@ -114,7 +121,7 @@ def _save_compiled(compiled: torch.nn.Module, expected: torch.Tensor, path: Path
     torch.save(expected.cpu(), buffer)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=_TEMPORARY_SUFFIX)
         os.close(handle)
         try:
             with warnings.catch_warnings():

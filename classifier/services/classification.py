@@ -464,7 +464,6 @@ def _finish_batch(results: Sequence[tuple[Classification, float, _Outcome]], sta
             total_ms=total_ms,
             finished_at=finished_at,
         )
-        _remember_finished_on_commit([job.pk for job, _, _ in results])
         return
     with transaction.atomic():
         written: list[Classification] = []
@@ -493,8 +492,6 @@ def _finish_batch(results: Sequence[tuple[Classification, float, _Outcome]], sta
             ClassificationPrediction.objects.filter(classification_id__in=redone).delete()
         if predictions:
             ClassificationPrediction.objects.bulk_create(predictions)
-        # Every job of the batch is done now, whichever delivery wrote it.
-        _remember_finished_on_commit([job.pk for job, _, _ in results])
 
 
 def _fail(classification_id: uuid.UUID | str, message: str) -> Classification | None:
@@ -550,6 +547,8 @@ def _run_batch(jobs: Sequence[Classification]) -> None:
         [(job, decode_ms, outcome) for (job, _, decode_ms), outcome in zip(decoded, outcomes, strict=True)],
         started,
     )
+    # Every job written is done now, whichever delivery wrote it.
+    _remember_finished_on_commit([job.pk for job, _, _ in decoded])
 
 
 def _readable_error(exc: BaseException) -> str:

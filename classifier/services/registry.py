@@ -187,10 +187,12 @@ def compiled_graphs_prune(*, dry_run: bool = False) -> list[Path]:
     """
     import torch
 
-    from ml.predict import parse_compiled_graph_name
+    from ml.predict import is_compiled_graph_temporary, parse_compiled_graph_name
 
-    directory = Path(settings.CARSITE_COMPILED_MODELS_DIR or "")
-    if not settings.CARSITE_COMPILED_MODELS_DIR or not directory.is_dir():
+    if not settings.CARSITE_COMPILED_MODELS_DIR:
+        return []
+    directory = Path(settings.CARSITE_COMPILED_MODELS_DIR)
+    if not directory.is_dir():
         return []
     registered = set(ModelVersion.objects.values_list("kind", "version"))
     now = time.time()
@@ -198,7 +200,7 @@ def compiled_graphs_prune(*, dry_run: bool = False) -> list[Path]:
     for path in sorted(directory.iterdir()):
         if not path.is_file():
             continue
-        if path.name.startswith(".") and path.name.endswith(".tmp"):
+        if is_compiled_graph_temporary(path.name):
             if now - path.stat().st_mtime > _ABANDONED_TEMPORARY_SECONDS:
                 stale.append(path)
             continue
