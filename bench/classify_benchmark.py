@@ -277,7 +277,7 @@ def main() -> int:
     parser.add_argument("--worker-nice", type=int, default=10)
     parser.add_argument("--concurrency", type=int, default=3,
                         help="worker pool size (threads; the models run on at most one per core at a time)")
-    parser.add_argument("--worker-batch", type=int, default=4, help="CARSITE_CLASSIFY_WORKER_BATCH of the worker")
+    parser.add_argument("--worker-batch", type=int, default=8, help="CARSITE_CLASSIFY_WORKER_BATCH of the worker")
     parser.add_argument("--torch-threads", type=int, default=1, help="CARSITE_TORCH_THREADS (per model call)")
     parser.add_argument("--forward-batch", type=int, default=1,
                         help="CARSITE_CLASSIFY_FORWARD_BATCH of the worker (photos per model call; 0 = whole batch)")
