@@ -260,7 +260,7 @@ CARSITE_CLASSIFY_BATCH_LIMIT = env.int("CARSITE_CLASSIFY_BATCH_LIMIT", default=1
 # each job would wait for more batch-mates and a dead worker's batch redoes more. Results come out in
 # bursts of a batch, and visitors who upload again as soon as they have their answer then arrive
 # together: on an earlier, slower 2-core machine that pushed upload accept p99 over 100 ms in 2 of 5
-# runs at 8 (never at 4); on the current one it was 15-38 ms in 22 of 23 runs at 8 (344 ms in one
+# runs at 8 (never at 4); on the current one it was 15-38 ms in 21 of 22 runs at 8 (344 ms in one
 # whose one-at-a-time end-to-end p99 was 531 ms too: a noisy host). Lower it where uploads and the
 # worker share few, slow cores.
 CARSITE_CLASSIFY_WORKER_BATCH = env.int("CARSITE_CLASSIFY_WORKER_BATCH", default=8)
