@@ -186,7 +186,7 @@ class _Outcome:
 
 def worker_batch_size() -> int:
     """How many queued jobs one task may run together (1 turns batching off)."""
-    return max(1, int(getattr(settings, "CARSITE_CLASSIFY_WORKER_BATCH", 8)))
+    return max(1, int(settings.CARSITE_CLASSIFY_WORKER_BATCH))
 
 
 def _get_active_model(kind: str, active_ids: dict[str, int]) -> Any:
