@@ -230,3 +230,36 @@ def split_grouped(
             got[name] += size
             out[name].extend(groups[gid])
     return Split(out["train"], out["val"], out["test"], seed)
+
+
+def grouped_folds(records: Sequence[ManifestRecord], k: int = 5, seed: int = 0) -> list[int]:
+    """The cross-validation fold (0..k-1) of each record: a group never straddles two folds.
+
+    Label by label, groups are shuffled with the seed and dealt, biggest first, to the fold that
+    holds fewest of that label's images so far (ties: fewest images overall, then lowest index),
+    so every fold sees every well-represented label. Deterministic for the same records and seed.
+    """
+    if k < 2:
+        raise ValueError("need at least 2 folds")
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, r in enumerate(records):
+        groups[r.group if r.group else f"__single__{r.path}"].append(i)
+    by_label: dict[str, list[str]] = defaultdict(list)
+    for gid, members in groups.items():
+        labels = [records[i].label for i in members]
+        by_label[max(sorted(set(labels)), key=labels.count)].append(gid)
+    rng = random.Random(seed)
+    fold_of = [0] * len(records)
+    fold_sizes = [0] * k
+    for label in sorted(by_label):
+        gids = sorted(by_label[label])
+        rng.shuffle(gids)
+        gids.sort(key=lambda g: -len(groups[g]))
+        label_counts = [0] * k
+        for gid in gids:
+            fold = min(range(k), key=lambda f: (label_counts[f], fold_sizes[f], f))
+            for i in groups[gid]:
+                fold_of[i] = fold
+            label_counts[fold] += len(groups[gid])
+            fold_sizes[fold] += len(groups[gid])
+    return fold_of

@@ -12,6 +12,7 @@ from ml.data import (
     ManifestRecord,
     Split,
     group_near_duplicates,
+    grouped_folds,
     hamming,
     perceptual_hash,
     read_manifest,
@@ -92,3 +93,19 @@ def test_split_json_round_trip() -> None:
 def test_split_rejects_bad_fractions() -> None:
     with pytest.raises(ValueError):
         split_grouped(_grouped_records(), 0.6, 0.5, seed=0)
+
+
+def test_grouped_folds_keep_groups_together_and_cover_every_record_once() -> None:
+    recs = [ManifestRecord(Path(f"{lab}{i}.jpg"), lab, f"{lab}-g{i // 3}") for lab in "abc" for i in range(12)]
+    recs += [ManifestRecord(Path(f"solo{i}.jpg"), "d") for i in range(6)]
+    folds = grouped_folds(recs, k=4, seed=0)
+    assert len(folds) == len(recs) and set(folds) == {0, 1, 2, 3}
+    fold_of_group: dict[str, set[int]] = {}
+    for r, f in zip(recs, folds, strict=True):
+        if r.group:
+            fold_of_group.setdefault(r.group, set()).add(f)
+    assert all(len(fs) == 1 for fs in fold_of_group.values())
+    # every label with at least k groups appears in every fold
+    for lab in "abcd":
+        assert {f for r, f in zip(recs, folds, strict=True) if r.label == lab} == {0, 1, 2, 3}
+    assert grouped_folds(list(reversed(recs)), k=4, seed=0) == list(reversed(folds))
