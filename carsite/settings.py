@@ -301,7 +301,7 @@ SCRAPER_RETRY_AFTER_MAX = env.float("SCRAPER_RETRY_AFTER_MAX", default=120.0)
 SCRAPER_MAX_PAGE_BYTES = env.int("SCRAPER_MAX_PAGE_BYTES", default=5 * 1024 * 1024)
 SCRAPER_MAX_IMAGE_BYTES = env.int("SCRAPER_MAX_IMAGE_BYTES", default=CARSITE_UPLOAD_MAX_BYTES)
 SCRAPER_MAX_REDIRECTS = env.int("SCRAPER_MAX_REDIRECTS", default=5)
-# Seconds one download may take in all (the read timeout alone lets a server dribbling bytes hold a worker).
+# Seconds one download may take, checked as its body arrives (a read timeout restarts with every byte).
 SCRAPER_DOWNLOAD_DEADLINE = env.float("SCRAPER_DOWNLOAD_DEADLINE", default=120.0)
 # Links followed from one page; the rest are dropped and the run's last error says so.
 SCRAPER_MAX_LINKS_PER_PAGE = env.int("SCRAPER_MAX_LINKS_PER_PAGE", default=1000)

@@ -56,7 +56,7 @@ class FetcherConfig:
     retry_after_max: float = 120.0
     max_page_bytes: int = 5 * 1024 * 1024
     max_redirects: int = 5
-    download_deadline: float = 120.0  # seconds from sending a request to its last body byte
+    download_deadline: float = 120.0  # seconds from sending a request to its last body byte, checked as it arrives
     allowed_private_hosts: tuple[str, ...] = ()
     obey_robots: bool = True
     robots_cache_seconds: float = 3600.0

@@ -432,13 +432,16 @@ def _followed(page: PageRecord, links: Sequence[Link]) -> tuple[list[Link], str]
     nowhere), and at most SCRAPER_MAX_LINKS_PER_PAGE of them: one huge page must not flood the queue.
     """
     host = urlsplit(page.run.base_url).hostname
-    kept = [link for link in links if link.kind == PageKind.IMAGE or urlsplit(link.url).hostname == host]
     cap = settings.SCRAPER_MAX_LINKS_PER_PAGE
-    if len(kept) <= cap:
-        return kept, ""
-    note = f"{len(kept):,} links found; only the first {cap:,} are followed (SCRAPER_MAX_LINKS_PER_PAGE)."
-    logger.warning("run %s: %s: %s", page.run_id, page.url, note)
-    return kept[:cap], note
+    kept: list[Link] = []
+    for link in links:
+        if len(kept) == cap:
+            note = f"{len(links):,} links found; only the first {cap:,} are followed (SCRAPER_MAX_LINKS_PER_PAGE)."
+            logger.warning("run %s: %s: %s", page.run_id, page.url, note)
+            return kept, note
+        if link.kind == PageKind.IMAGE or urlsplit(link.url).hostname == host:
+            kept.append(link)
+    return kept, ""
 
 
 def _finish_read_page(page: PageRecord, result: FetchResult, links: list[Link], note: str, **fields) -> None:
