@@ -301,6 +301,10 @@ SCRAPER_RETRY_AFTER_MAX = env.float("SCRAPER_RETRY_AFTER_MAX", default=120.0)
 SCRAPER_MAX_PAGE_BYTES = env.int("SCRAPER_MAX_PAGE_BYTES", default=5 * 1024 * 1024)
 SCRAPER_MAX_IMAGE_BYTES = env.int("SCRAPER_MAX_IMAGE_BYTES", default=CARSITE_UPLOAD_MAX_BYTES)
 SCRAPER_MAX_REDIRECTS = env.int("SCRAPER_MAX_REDIRECTS", default=5)
+# Seconds one download may take, checked as its body arrives (a read timeout restarts with every byte).
+SCRAPER_DOWNLOAD_DEADLINE = env.float("SCRAPER_DOWNLOAD_DEADLINE", default=120.0)
+# Links followed from one page; the rest are dropped and the run's last error says so.
+SCRAPER_MAX_LINKS_PER_PAGE = env.int("SCRAPER_MAX_LINKS_PER_PAGE", default=1000)
 # Hosts that may resolve to private/loopback addresses (a local test site); empty in production.
 SCRAPER_ALLOWED_PRIVATE_HOSTS = env.list("SCRAPER_ALLOWED_PRIVATE_HOSTS", default=[])
 SCRAPER_OBEY_ROBOTS = env.bool("SCRAPER_OBEY_ROBOTS", default=True)

@@ -4,7 +4,7 @@ never by the crawler itself.
 
 Faults (``Resource.faults`` are used one per request, then ``Resource.always`` applies):
 ``reset`` (TCP reset), ``sleep:<s>`` (answer late), ``status:<code>[:<retry-after>]``,
-``redirect:<url>``, ``nolength`` (no Content-Length header).
+``redirect:<url>``, ``nolength`` (no Content-Length header), ``dribble:<s>`` (the body one byte every <s>).
 """
 
 import hashlib
@@ -13,6 +13,7 @@ import io
 import json
 import random
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -47,9 +48,14 @@ class _QuietServer(ThreadingHTTPServer):
 
 
 class FixtureSite:
-    """Serves ``resources`` (path → Resource) on a random loopback port while started."""
+    """Serves ``resources`` (path → Resource) on a loopback address (a random port by default) while started.
 
-    def __init__(self) -> None:
+    With ``tls`` (a server-side SSLContext) it speaks https; ``server_names`` records the TLS server names asked for.
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, tls: ssl.SSLContext | None = None) -> None:
+        self.host, self.port, self.tls = host, port, tls
+        self.server_names: list[str | None] = []
         self.resources: dict[str, Resource] = {}
         self.hits: Counter[str] = Counter()
         self.requests: list[tuple[str, dict[str, str]]] = []
@@ -68,7 +74,7 @@ class FixtureSite:
     def base_url(self) -> str:
         assert self._server is not None, "start() the site first"
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"{'https' if self.tls else 'http'}://{host}:{port}"
 
     def url(self, path: str) -> str:
         return self.base_url + path
@@ -88,7 +94,10 @@ class FixtureSite:
             def do_GET(self) -> None:  # noqa: N802 - stdlib name
                 site._handle(self)
 
-        self._server = _QuietServer(("127.0.0.1", 0), Handler)
+        self._server = _QuietServer((self.host, self.port), Handler)
+        if self.tls:
+            self.tls.sni_callback = lambda _socket, name, _context: self.server_names.append(name)
+            self._server.socket = self.tls.wrap_socket(self._server.socket, server_side=True)
         threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         return self
 
@@ -136,6 +145,20 @@ class FixtureSite:
             handler.end_headers()
             handler.wfile.write(resource.body)
             handler.close_connection = True
+            return None
+        if fault.startswith("dribble:"):
+            interval = float(fault.split(":", 1)[1])
+            handler.send_response(200)
+            handler.send_header("Content-Type", resource.content_type)
+            handler.send_header("Content-Length", str(len(resource.body)))
+            handler.end_headers()
+            try:
+                for index in range(len(resource.body)):
+                    handler.wfile.write(resource.body[index : index + 1])
+                    handler.wfile.flush()
+                    time.sleep(interval)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up, as it should
             return None
         if fault.startswith("redirect:"):
             return self._send(handler, 302, b"", "text/plain", {"Location": fault.split(":", 1)[1]})

@@ -2,13 +2,14 @@
 
 One ``requests.Session`` per worker process (``get_fetcher``). Every request:
 - goes only to http(s) hosts that resolve to public addresses, unless the host is listed in
-  ``SCRAPER_ALLOWED_PRIVATE_HOSTS``; redirects are followed by hand so each hop is checked
+  ``SCRAPER_ALLOWED_PRIVATE_HOSTS``, and connects to the very address that was checked (a second
+  DNS answer can not swap in a private one); redirects are followed by hand so each hop is checked
   again *before* any connection is made to it;
 - obeys robots.txt (fetched through this same client, cached per host);
 - waits for the per-host rate limit (and a longer robots.txt Crawl-delay);
 - retries connection errors, timeouts, 429 and 5xx with exponential backoff, honouring Retry-After;
 - sends If-None-Match / If-Modified-Since when given validators (304 → ``not_modified``);
-- streams the body and stops at a size cap.
+- streams the body and stops at a size cap and at a total deadline per download.
 Failures raise ``FetchError`` with a short code and a message a curator can read.
 """
 
@@ -22,9 +23,11 @@ import threading
 import time
 import urllib.robotparser
 from dataclasses import dataclass, field
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import requests
+import urllib3.exceptions
+from requests.adapters import HTTPAdapter
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +56,7 @@ class FetcherConfig:
     retry_after_max: float = 120.0
     max_page_bytes: int = 5 * 1024 * 1024
     max_redirects: int = 5
+    download_deadline: float = 120.0  # seconds from sending a request to its last body byte, checked as it arrives
     allowed_private_hosts: tuple[str, ...] = ()
     obey_robots: bool = True
     robots_cache_seconds: float = 3600.0
@@ -72,6 +76,7 @@ def config_from_settings() -> FetcherConfig:
         retry_after_max=settings.SCRAPER_RETRY_AFTER_MAX,
         max_page_bytes=settings.SCRAPER_MAX_PAGE_BYTES,
         max_redirects=settings.SCRAPER_MAX_REDIRECTS,
+        download_deadline=settings.SCRAPER_DOWNLOAD_DEADLINE,
         allowed_private_hosts=tuple(h.lower() for h in settings.SCRAPER_ALLOWED_PRIVATE_HOSTS),
         obey_robots=settings.SCRAPER_OBEY_ROBOTS,
         robots_cache_seconds=settings.SCRAPER_ROBOTS_CACHE_SECONDS,
@@ -101,35 +106,81 @@ class FetchResult:
             return self.body.decode("utf-8", errors="replace")
 
 
+# IPv6 forms that carry an IPv4 address in their last 32 bits (6to4 is decoded by ``ipaddress``).
+_IPV4_EMBEDDING_NETWORKS = (
+    ipaddress.ip_network("64:ff9b::/96"),  # NAT64
+    ipaddress.ip_network("::/96"),  # IPv4-compatible (deprecated), also holds :: and ::1
+)
+
+
 def _is_public(address: str) -> bool:
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):  # an IPv6 form of an IPv4 address is judged by that address
+        embedded = ip.ipv4_mapped or ip.sixtofour
+        if embedded is None and any(ip in network for network in _IPV4_EMBEDDING_NETWORKS):
+            embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+        ip = embedded or ip
     # is_global excludes private, loopback, link-local (169.254/16, fe80::/10), shared and reserved ranges.
     return ip.is_global and not ip.is_multicast
 
 
-def check_destination(url: str, allowed_private_hosts: tuple[str, ...] = ()) -> None:
-    """Refuse non-http(s) URLs and hosts resolving to private, loopback or link-local addresses."""
+def resolve(host: str, port: int) -> list[str]:
+    """The addresses ``host`` resolves to, in the resolver's order; raises socket.gaierror."""
+    return [info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
+
+
+def check_destination(url: str, allowed_private_hosts: tuple[str, ...] = ()) -> str:
+    """The address to connect to for ``url``: refuses non-http(s) URLs and hosts resolving to private,
+    loopback or link-local addresses (any of them, not only the first)."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):
         raise FetchError(f"Only http and https URLs are fetched, not {parts.scheme!r}.", code="bad_scheme", url=url)
     host = (parts.hostname or "").lower()
     if not host:
         raise FetchError("The URL has no host.", code="bad_url", url=url)
-    if host in allowed_private_hosts:
-        return
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except ValueError as exc:
+        raise FetchError(f"The URL's port is not valid ({exc}).", code="bad_url", url=url) from exc
+    try:
+        addresses = resolve(host, port)
     except socket.gaierror as exc:
         raise FetchError(f"The host {host} does not resolve ({exc}).", code="dns", url=url) from exc
-    for info in infos:
-        address = info[4][0]
-        if not _is_public(address):
-            raise FetchError(
-                f"Refused: {host} resolves to the non-public address {address}.", code="private_address", url=url
-            )
+    if not addresses:
+        raise FetchError(f"The host {host} has no address.", code="dns", url=url)
+    if host not in allowed_private_hosts:
+        for address in addresses:
+            if not _is_public(address):
+                raise FetchError(
+                    f"Refused: {host} resolves to the non-public address {address}.", code="private_address", url=url
+                )
+    return addresses[0]
+
+
+def _pinned_request(url: str, address: str) -> tuple[str, str]:
+    """(URL naming ``address`` instead of the host, Host header naming the host) for one request to ``url``."""
+    parts = urlsplit(url)
+    default_port = 443 if parts.scheme == "https" else 80
+    port = parts.port or default_port
+    name = parts.hostname or ""
+    host_header = f"[{name}]" if ":" in name else name
+    if port != default_port:
+        host_header += f":{port}"
+    literal = f"[{address.replace('%', '%25')}]" if ":" in address else address
+    return urlunsplit((parts.scheme, f"{literal}:{port}", parts.path or "/", parts.query, "")), host_header
+
+
+class _PinnedAdapter(HTTPAdapter):
+    """Sends requests whose URL names the checked address; the real host name travels in the Host header.
+
+    For https the host name is also the TLS server name: SNI and the certificate check use it, not the address.
+    """
+
+    def build_connection_pool_key_attributes(self, request, verify, cert=None):
+        host_params, pool_kwargs = super().build_connection_pool_key_attributes(request, verify, cert)
+        if host_params["scheme"] == "https":
+            pool_kwargs["server_hostname"] = urlsplit("//" + request.headers["Host"]).hostname
+        return host_params, pool_kwargs
 
 
 class _RateLimiter:
@@ -199,6 +250,8 @@ class Fetcher:
         self.session = requests.Session()
         self.session.headers.update({"User-Agent": config.user_agent, "Accept-Encoding": "gzip, deflate"})
         self.session.trust_env = False  # no proxy from the environment can bypass the address guard
+        for scheme in ("http://", "https://"):
+            self.session.mount(scheme, _PinnedAdapter())
         self._limiter = _RateLimiter(config.shared_rate_limit_url)
         self._robots: dict[str, _Robots] = {}
         self._robots_lock = threading.Lock()
@@ -295,8 +348,8 @@ class Fetcher:
     ) -> FetchResult:
         current = url
         for _hop in range(self.config.max_redirects + 1):
-            check_destination(current, self.config.allowed_private_hosts)
-            result = self._get_with_retries(current, headers, max_bytes, rate_per_host)
+            address = check_destination(current, self.config.allowed_private_hosts)
+            result = self._get_with_retries(current, address, headers, max_bytes, rate_per_host)
             if result.status not in REDIRECT_STATUSES:
                 return result
             location = result.headers.get("location")
@@ -308,7 +361,7 @@ class Fetcher:
         raise FetchError(f"More than {self.config.max_redirects} redirects.", code="too_many_redirects", url=url)
 
     def _get_with_retries(
-        self, url: str, headers: dict[str, str], max_bytes: int, rate_per_host: float | None
+        self, url: str, address: str, headers: dict[str, str], max_bytes: int, rate_per_host: float | None
     ) -> FetchResult:
         host = urlsplit(url).netloc.lower()
         attempts = self.config.retries + 1
@@ -316,7 +369,7 @@ class Fetcher:
             self._limiter.wait(host, self._interval(url, rate_per_host))
             last_try = attempt == attempts - 1
             try:
-                result = self._get_once(url, headers, max_bytes)
+                result = self._get_once(url, address, headers, max_bytes)
             except FetchError as exc:
                 if exc.code not in ("timeout", "connection") or last_try:
                     raise
@@ -337,11 +390,13 @@ class Fetcher:
         logger.info("retrying %s in %.2fs after %s", url, delay, reason)
         time.sleep(delay)
 
-    def _get_once(self, url: str, headers: dict[str, str], max_bytes: int) -> FetchResult:
+    def _get_once(self, url: str, address: str, headers: dict[str, str], max_bytes: int) -> FetchResult:
+        deadline = time.monotonic() + self.config.download_deadline
+        pinned_url, host_header = _pinned_request(url, address)
         try:
             response = self.session.get(
-                url,
-                headers=headers,
+                pinned_url,
+                headers={**headers, "Host": host_header},
                 timeout=(self.config.connect_timeout, self.config.read_timeout),
                 allow_redirects=False,
                 stream=True,
@@ -369,16 +424,26 @@ class Fetcher:
                 )
             chunks, size = [], 0
             try:
-                for chunk in response.iter_content(chunk_size=64 * 1024):
+                # read1 returns what has arrived, so a server dribbling bytes meets the deadline between reads.
+                while time.monotonic() < deadline:
+                    chunk = response.raw.read1(64 * 1024, decode_content=True)
+                    if not chunk:
+                        break
                     size += len(chunk)
                     if size > max_bytes:
                         raise FetchError(
                             f"The response exceeds the limit of {max_bytes:,} bytes.", code="too_large", url=url
                         )
                     chunks.append(chunk)
-            except requests.Timeout as exc:
+                else:
+                    raise FetchError(
+                        f"The download took longer than {self.config.download_deadline:g} s.", code="deadline", url=url
+                    )
+            except urllib3.exceptions.ReadTimeoutError as exc:
                 raise FetchError("Timed out while reading the body.", code="timeout", url=url) from exc
-            except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+            except urllib3.exceptions.DecodeError as exc:
+                raise FetchError(f"Undecodable body: {_short(exc)}.", code="bad_encoding", url=url) from exc
+            except (urllib3.exceptions.ProtocolError, urllib3.exceptions.SSLError) as exc:
                 raise FetchError(f"Connection lost while reading: {_short(exc)}.", code="connection", url=url) from exc
             result.body = b"".join(chunks)
             return result

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -424,6 +425,43 @@ def _stored_links(page: PageRecord) -> list[Link]:
     return [Link.from_dict(item) for item in page.links or []]
 
 
+def _followed(page: PageRecord, links: Sequence[Link]) -> tuple[list[Link], str]:
+    """The links of ``page`` the crawl follows, and a note for the page when some were dropped.
+
+    Pages are followed on the run's own host only (images may live on another, e.g. a CDN, and lead
+    nowhere), and at most SCRAPER_MAX_LINKS_PER_PAGE of them: one huge page must not flood the queue.
+    """
+    host = urlsplit(page.run.base_url).hostname
+    cap = settings.SCRAPER_MAX_LINKS_PER_PAGE
+    kept: list[Link] = []
+    for link in links:
+        if len(kept) == cap:
+            note = f"{len(links):,} links found; only the first {cap:,} are followed (SCRAPER_MAX_LINKS_PER_PAGE)."
+            logger.warning("run %s: %s: %s", page.run_id, page.url, note)
+            return kept, note
+        if link.kind == PageKind.IMAGE or urlsplit(link.url).hostname == host:
+            kept.append(link)
+    return kept, ""
+
+
+def _finish_read_page(page: PageRecord, result: FetchResult, links: list[Link], note: str, **fields) -> None:
+    _finish(
+        page,
+        PageStatus.DONE,
+        result=result,
+        links=links,
+        error=note,
+        error_code="links_capped" if note else "",
+        **fields,
+    )
+
+
+def _report_dropped_links(page: PageRecord, note: str) -> None:
+    """Last in a transaction, as it writes the run row."""
+    if note:
+        ScrapeRun.objects.filter(pk=page.run_id).update(last_error=f"{page.url}: {note}"[:2000])
+
+
 def _process_page(page: PageRecord, adapter: SourceAdapter, fetcher: Fetcher) -> list[int]:
     run = page.run
     # A 304 is only useful when what the page said last time was applied (validators are stored only
@@ -431,20 +469,28 @@ def _process_page(page: PageRecord, adapter: SourceAdapter, fetcher: Fetcher) ->
     conditional = page.kind not in (PageKind.SPEC, PageKind.GALLERY) or page.car_model_id is not None
     result = _fetch(page, fetcher, conditional=conditional)
     if page.kind in (PageKind.INDEX, PageKind.MAKE, PageKind.MODEL):
-        links = _stored_links(page) if result.not_modified else adapter.discover(page.kind, page.url, result.text)
+        if result.not_modified:
+            links, note = _stored_links(page), ""
+        else:
+            links, note = _followed(page, adapter.discover(page.kind, page.url, result.text))
         with transaction.atomic():
-            _finish(page, PageStatus.DONE, result=result, links=links)
-            return _enqueue(run, links)
+            _finish_read_page(page, result, links, note)
+            queued = _enqueue(run, links)
+            _report_dropped_links(page, note)
+            return queued
     if page.kind == PageKind.GALLERY:
         if page.car_model_id is None:
             raise ParseError("A gallery page needs the car model of its spec page.")
         if result.not_modified:
-            links = _stored_links(page)
+            links, note = _stored_links(page), ""
         else:
-            links = [Link(PageKind.IMAGE, url) for url in adapter.parse_gallery(page.url, result.text)]
+            images = adapter.parse_gallery(page.url, result.text)
+            links, note = _followed(page, [Link(PageKind.IMAGE, url) for url in images])
         with transaction.atomic():
-            _finish(page, PageStatus.DONE, result=result, links=links)
-            return _enqueue(run, links, car_model=page.car_model)
+            _finish_read_page(page, result, links, note)
+            queued = _enqueue(run, links, car_model=page.car_model)
+            _report_dropped_links(page, note)
+            return queued
     if page.kind == PageKind.SPEC:
         if result.not_modified:
             with transaction.atomic():
@@ -464,9 +510,10 @@ def _process_page(page: PageRecord, adapter: SourceAdapter, fetcher: Fetcher) ->
         links = [Link(PageKind.IMAGE, url) for url in spec.image_urls]
         if spec.gallery_url:
             links.insert(0, Link(PageKind.GALLERY, spec.gallery_url))
+        links, note = _followed(page, links)
         with transaction.atomic():
             applied = spec_apply(run.source, page.url, spec)
-            _finish(page, PageStatus.DONE, result=result, links=links, car_model=applied.car_model)
+            _finish_read_page(page, result, links, note, car_model=applied.car_model)
             queued = _enqueue(run, links, car_model=applied.car_model)
             # Counters last: every transaction locks catalog rows before the run row, so none deadlock.
             _bump(
@@ -475,6 +522,7 @@ def _process_page(page: PageRecord, adapter: SourceAdapter, fetcher: Fetcher) ->
                 models_updated=int(applied.model_changed),
                 specs_saved=int(applied.spec_changed),
             )
+            _report_dropped_links(page, note)
             return queued
     raise ValueError(f"Unknown page kind {page.kind!r}")
 

@@ -14,7 +14,7 @@ from scraping_sites import (
 
 from catalog.models import CarImage, CarModel, Manufacturer, Specification
 from scraping import services, tasks
-from scraping.devsite import build_tcc_site, jsonld_page_html, photo, tcc_spec_path
+from scraping.devsite import FixtureSite, build_tcc_site, jsonld_page_html, photo, tcc_image_path, tcc_spec_path
 from scraping.models import PageKind, PageRecord, PageStatus, RunStatus, ScrapeRun
 
 pytestmark = pytest.mark.django_db
@@ -280,3 +280,49 @@ def test_weekly_recrawl_is_scheduled(settings):
     entry = settings.CELERY_BEAT_SCHEDULE["scraping-recrawl"]
     assert entry["task"] == tasks.scrape_recrawl.name == "scraping.recrawl"
     assert entry["schedule"].day_of_week == {1}  # Mondays, by default
+
+
+def test_links_to_other_hosts_are_not_followed_but_images_there_are_fetched(site, scraper_settings):
+    build_tcc_site(site, [AUDI_A4])
+    with FixtureSite(host="127.0.0.2") as other:
+        scraper_settings.SCRAPER_ALLOWED_PRIVATE_HOSTS = ["127.0.0.1", "127.0.0.2"]  # the guard would let it through
+        other.add("/robots.txt", "User-agent: *\nAllow: /\n", content_type="text/plain")
+        other.add("/make/new,elsewhere", "<html><body><div class='name'><a href='/x'>X</a></div></body></html>")
+        other.add("/img/sml/cdn_1_l.jpg", photo(31), content_type="image/jpeg")
+        foreign_make, cdn_image = other.url("/make/new,elsewhere"), other.url("/img/sml/cdn_1_l.jpg")
+        index = site.resources["/new-cars"]
+        index.body = index.body.replace(b"</ul>", f'<li><a href="{foreign_make}">X</a></li></ul>'.encode())
+        gallery = site.resources["/audi_a4/photos/2023_audi_a4"]
+        thumbnail = cdn_image.replace("_l.jpg", "_s.jpg")
+        gallery.body = gallery.body.replace(b"</div>", f'<img src="{thumbnail}"></div>'.encode(), 1)
+        run = _crawl(site)
+    assert run.status == RunStatus.DONE
+    assert other.hits["/make/new,elsewhere"] == 0
+    assert not PageRecord.objects.filter(url=foreign_make).exists()
+    # An image on another host (a CDN) leads nowhere else and is still fetched.
+    assert other.hits["/img/sml/cdn_1_l.jpg"] == 1
+    assert set(CarImage.objects.values_list("source_url", flat=True)) == {
+        site.url(tcc_image_path(AUDI_A4, 1)),
+        site.url(tcc_image_path(AUDI_A4, 2)),
+        cdn_image,
+    }
+
+
+def test_a_pages_links_are_capped_and_the_cap_is_reported(site, scraper_settings):
+    scraper_settings.SCRAPER_MAX_LINKS_PER_PAGE = 10
+    site.add("/robots.txt", "User-agent: *\nAllow: /\n", content_type="text/plain")
+    site.add(
+        "/new-cars",
+        "<html><body>" + "".join(f'<a href="/make/new,m{n}">M{n}</a>' for n in range(30)) + "</body></html>",
+    )
+    for n in range(30):
+        site.add(f"/make/new,m{n}", "<html><body><p>No models yet.</p></body></html>")
+    run = _crawl(site)
+    assert run.status == RunStatus.DONE
+    assert PageRecord.objects.filter(run=run, kind=PageKind.MAKE).count() == 10
+    assert sum(site.hits[f"/make/new,m{n}"] for n in range(30)) == 10
+    index = PageRecord.objects.get(run=run, kind=PageKind.INDEX)
+    assert (index.status, index.error_code, len(index.links)) == (PageStatus.DONE, "links_capped", 10)
+    assert (
+        run.last_error == f"{index.url}: 30 links found; only the first 10 are followed (SCRAPER_MAX_LINKS_PER_PAGE)."
+    )

@@ -1,9 +1,14 @@
 """The scraper's HTTP client against a real local server: retries, robots, limits, the address guard."""
 
+import socket
+import ssl
+import subprocess
 import time
 
 import pytest
 
+from scraping import http
+from scraping.devsite import FixtureSite
 from scraping.http import Fetcher, FetchError, check_destination, config_from_settings
 
 
@@ -154,3 +159,158 @@ def test_rate_limit_is_shared_between_processes_through_redis(open_site, scraper
     for fetcher in (first, second, first, second):
         fetcher.get(open_site.url("/page"), rate_per_host=5)
     assert time.monotonic() - started >= 0.55  # 4 requests, 0.2 s apart, whichever process sends them
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        pytest.param("http://[64:ff9b::7f00:1]/", id="nat64-127.0.0.1"),
+        pytest.param("http://[64:ff9b::a9fe:a9fe]/", id="nat64-169.254.169.254"),
+        pytest.param("http://[::7f00:1]/", id="ipv4-compatible-127.0.0.1"),
+        pytest.param("http://[::a00:1]/", id="ipv4-compatible-10.0.0.1"),
+        pytest.param("http://[2002:7f00:1::1]/", id="6to4-127.0.0.1"),
+        pytest.param("http://[2002:c0a8:101::1]/", id="6to4-192.168.1.1"),
+    ],
+)
+def test_ipv6_forms_of_private_ipv4_addresses_are_refused(url):
+    with pytest.raises(FetchError) as error:
+        check_destination(url)
+    assert error.value.code == "private_address"
+
+
+def test_ipv6_forms_of_public_ipv4_addresses_pass():
+    # Only the address is checked here; nothing connects to it.
+    assert check_destination("http://[64:ff9b::808:808]/") == "64:ff9b::808:808"
+    assert check_destination("http://[2002:808:808::1]/") == "2002:808:808::1"
+
+
+# --- DNS rebinding: the connection goes to the address that was checked ----------------------
+#
+# Only loopback is ever contacted: 127.0.0.1 plays a public host and 127.0.0.2 a private one.
+
+
+@pytest.fixture
+def public_and_secret_sites(monkeypatch):
+    """(public site on 127.0.0.1:P, secret site on 127.0.0.2:P): one port, so a DNS answer alone picks the site."""
+    for _attempt in range(20):
+        public = FixtureSite().start()
+        try:
+            secret = FixtureSite(host="127.0.0.2", port=public._server.server_address[1]).start()
+            break
+        except OSError:  # that port is taken on 127.0.0.2: try another
+            public.stop()
+    else:
+        pytest.fail("no port free on both 127.0.0.1 and 127.0.0.2")
+    public.add("/page", "public page")
+    secret.add("/page", "secret")
+    monkeypatch.setattr(http, "_is_public", lambda address: address == "127.0.0.1")
+    yield public, secret
+    public.stop()
+    secret.stop()
+
+
+@pytest.fixture
+def rebinding_resolver(monkeypatch):
+    """rebind.test answers 127.0.0.1 on its first lookup and 127.0.0.2 on every later one."""
+    real_getaddrinfo = socket.getaddrinfo
+    lookups = []
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        if host != "rebind.test":
+            return real_getaddrinfo(host, port, *args, **kwargs)
+        lookups.append(host)
+        address = "127.0.0.1" if len(lookups) == 1 else "127.0.0.2"
+        return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (address, port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return lookups
+
+
+@pytest.fixture
+def fetcher_without_robots(scraper_settings):
+    scraper_settings.SCRAPER_OBEY_ROBOTS = False  # one lookup per fetch: the rebinding happens on the connect
+    instance = Fetcher(config_from_settings())
+    yield instance
+    instance.close()
+
+
+def test_a_second_dns_answer_cannot_swap_in_a_private_address(
+    public_and_secret_sites, rebinding_resolver, fetcher_without_robots
+):
+    public, secret = public_and_secret_sites
+    port = public._server.server_address[1]
+    result = fetcher_without_robots.get(f"http://rebind.test:{port}/page")
+    assert result.body == b"public page"
+    assert secret.hits["/page"] == 0
+    assert public.requests[-1][1]["host"] == f"rebind.test:{port}"
+
+
+def test_a_redirect_hop_connects_to_the_address_checked_for_it(
+    public_and_secret_sites, rebinding_resolver, fetcher_without_robots
+):
+    public, secret = public_and_secret_sites
+    port = public._server.server_address[1]
+    public.add("/start", "", always=f"redirect:http://rebind.test:{port}/page")
+    result = fetcher_without_robots.get(public.url("/start"))
+    assert (result.url, result.body) == (f"http://rebind.test:{port}/page", b"public page")
+    assert secret.hits["/page"] == 0
+
+
+def _self_signed_certificate(directory, name: str):
+    cert, key = directory / f"{name}.pem", directory / f"{name}.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", f"/CN={name}"]
+        + ["-addext", f"subjectAltName=DNS:{name}", "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+@pytest.mark.parametrize("certificate_name", ["pinned.test", "other.test"])
+def test_https_to_the_pinned_address_keeps_the_host_name_for_sni_and_the_certificate(
+    tmp_path, monkeypatch, scraper_settings, certificate_name
+):
+    cert, key = _self_signed_certificate(tmp_path, certificate_name)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    real_getaddrinfo = socket.getaddrinfo
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        return real_getaddrinfo("127.0.0.1" if host == "pinned.test" else host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    scraper_settings.SCRAPER_ALLOWED_PRIVATE_HOSTS = ["pinned.test"]
+    scraper_settings.SCRAPER_OBEY_ROBOTS = False
+    scraper_settings.SCRAPER_RETRIES = 0
+    with FixtureSite(tls=context) as site:
+        site.add("/page", "over tls")
+        url = f"https://pinned.test:{site._server.server_address[1]}/page"
+        fetcher = Fetcher(config_from_settings())
+        fetcher.session.verify = str(cert)  # trust only this certificate
+        try:
+            if certificate_name == "pinned.test":
+                assert fetcher.get(url).body == b"over tls"
+                assert site.requests[-1][1]["host"] == url.split("/")[2]
+            else:  # a certificate for another name is refused, although the address is the same
+                with pytest.raises(FetchError) as error:
+                    fetcher.get(url)
+                assert error.value.code == "connection"
+                assert "/page" not in site.hits
+        finally:
+            fetcher.close()
+        assert site.server_names[0] == "pinned.test"
+
+
+def test_a_download_has_a_total_deadline(open_site, scraper_settings):
+    scraper_settings.SCRAPER_DOWNLOAD_DEADLINE = 1.0
+    # Each byte comes well within the read timeout (0.4 s); the whole body would take 4 s.
+    open_site.add("/slow", b"x" * 100, always="dribble:0.04")
+    fetcher = Fetcher(config_from_settings())
+    try:
+        with pytest.raises(FetchError) as error:
+            fetcher.get(open_site.url("/slow"))
+    finally:
+        fetcher.close()
+    assert error.value.code == "deadline"
+    assert open_site.hits["/slow"] == 1  # a deadline is not retried: the same server would hold us again
