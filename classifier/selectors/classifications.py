@@ -217,13 +217,8 @@ def classification_result(classification: Classification, *, with_galleries: boo
         result.car_model = car_model
         result.summary = car_model_summary(car_model)
         if with_galleries:
-            # A model year without photos shows the same model's photos from other years, labelled as such.
-            result.exterior_gallery = car_model_gallery(
-                car_model, view=ImageView.EXTERIOR, limit=GALLERY_LIMIT, other_years=True
-            )
-            result.interior_gallery = car_model_gallery(
-                car_model, view=ImageView.INTERIOR, limit=GALLERY_LIMIT, other_years=True
-            )
+            result.exterior_gallery = car_model_gallery(car_model, view=ImageView.EXTERIOR, limit=GALLERY_LIMIT)
+            result.interior_gallery = car_model_gallery(car_model, view=ImageView.INTERIOR, limit=GALLERY_LIMIT)
     return result
 
 
