@@ -60,6 +60,15 @@ def car_model_gallery(car_model: CarModel, *, view: str, limit: int = 12) -> lis
     )
 
 
+def car_model_line_years(car_model: CarModel) -> list[CarModel]:
+    """Every model year of ``car_model``'s model line (itself included), newest first."""
+    return list(
+        CarModel.objects.filter(manufacturer_id=car_model.manufacturer_id, name__iexact=car_model.name).order_by(
+            "-year"
+        )
+    )
+
+
 def car_model_years() -> list[int]:
     return list(CarModel.objects.order_by("-year").values_list("year", flat=True).distinct())
 

@@ -84,6 +84,10 @@ def test_model_year_without_photos_shows_the_nearest_years_photos_labelled_by_ye
 
     own = page(client, near.get_absolute_url())
     assert "nearest model years" not in own and "photo-year" not in own
+    # the model-year page links the line's other years, not other lines
+    assert f'href="{far.get_absolute_url()}">2011</a>' in own
+    assert f'href="{page_year.get_absolute_url()}">2023</a>' in own
+    assert '<strong aria-current="page">2020</strong>' in own and rival.get_absolute_url() not in own
 
 
 def test_unknown_slugs_are_404(client, db):
