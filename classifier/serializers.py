@@ -48,6 +48,7 @@ class CarModelSummarySerializer(serializers.Serializer):
     body_style = serializers.CharField()
     msrp_usd = serializers.IntegerField(allow_null=True)
     spec_rows = SpecRowSerializer(many=True)
+    specs_approximate = serializers.BooleanField(help_text="The specs are rough figures from photo file names.")
 
 
 class MakeProbabilitySerializer(serializers.Serializer):

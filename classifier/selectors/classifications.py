@@ -162,6 +162,7 @@ def car_model_summary(car_model: CarModel) -> dict[str, Any]:
         "msrp_usd": car_model.msrp_usd,
         "specs": {row.name: row.value for row in spec_rows(spec)},
         "spec_rows": spec_rows(spec),
+        "specs_approximate": bool(spec and spec.approximate),
     }
 
 
