@@ -168,6 +168,17 @@ def car_model_summary(car_model: CarModel, spec: Specification | None = None) ->
 
 
 @dataclass
+class Candidate:
+    prediction: ClassificationPrediction
+    car_model: CarModel
+    photos: list[CarImage]
+
+
+CANDIDATES_SHOWN = 3
+CANDIDATE_PHOTOS = 2
+
+
+@dataclass
 class ClassificationResult:
     """Everything a visitor sees about one job."""
 
@@ -185,6 +196,8 @@ class ClassificationResult:
     msrp_range: tuple[int, int] | None = None
     exterior_gallery: list[CarImage] = field(default_factory=list)
     interior_gallery: list[CarImage] = field(default_factory=list)
+    # When the classifier is not sure: its likeliest models, each with a couple of photos to compare.
+    candidates: list[Candidate] = field(default_factory=list)
     feedback: Feedback | None = None
 
     @property
@@ -231,6 +244,12 @@ def classification_result(classification: Classification, *, with_galleries: boo
         if with_galleries:
             result.exterior_gallery = car_model_gallery(car_model, view=ImageView.EXTERIOR, limit=GALLERY_LIMIT)
             result.interior_gallery = car_model_gallery(car_model, view=ImageView.INTERIOR, limit=GALLERY_LIMIT)
+    if outcome == OUTCOME_ABSTAINED and with_galleries:
+        result.candidates = [
+            Candidate(p, p.car_model, car_model_gallery(p.car_model, view=ImageView.EXTERIOR, limit=CANDIDATE_PHOTOS))
+            for p in predictions[:CANDIDATES_SHOWN]
+            if p.car_model is not None
+        ]
     return result
 
 

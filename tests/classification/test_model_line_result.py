@@ -76,3 +76,44 @@ def test_a_model_year_label_claims_its_year_and_offers_no_other(client, mdx_line
     assert "year-select" not in html
     body = client.get(f"/api/v1/classifications/{job.pk}/").json()["result"]
     assert (body["year_decided"], body["model_line_years"], body["msrp_range"]) == (True, [], None)
+
+
+def test_an_abstained_result_shows_its_likely_models_with_photos_and_one_click_picks_one(admin_client, db):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from catalog.models import ImageOrigin, ImageView
+    from catalog.services import car_image_add
+    from classifier.models import Feedback
+
+    cars = {}
+    for i, name in enumerate(("MDX", "RDX", "TLX", "ILX")):
+        cars[name], _ = car_model_get_or_create(make="Acura", model=name, year=2023)
+        for shade in range(3):
+            buffer = io.BytesIO()
+            noise = np.random.default_rng(10 * i + shade).integers(0, 255, (96, 128, 3), dtype=np.uint8)
+            Image.fromarray(noise).save(buffer, format="PNG")
+            car_image_add(cars[name], data=buffer.getvalue(), origin=ImageOrigin.IMPORTED, view=ImageView.EXTERIOR)
+    job = _finished_job("Acura MDX", cars["MDX"])
+    Classification.objects.filter(pk=job.pk).update(abstained=True, predicted_car_model=None)
+    for rank, (name, probability) in enumerate((("RDX", 0.05), ("TLX", 0.03), ("ILX", 0.02)), start=2):
+        ClassificationPrediction.objects.create(
+            classification=job, rank=rank, label=f"Acura {name}", car_model=cars[name], probability=probability
+        )
+
+    html = admin_client.get(reverse("classifier:result", kwargs={"pk": job.pk})).content.decode()
+    candidates = html.split('data-testid="candidates"')[1].split("</ul>")[0]
+    assert candidates.count('data-testid="candidate"') == 3  # the three likeliest, not the fourth
+    assert candidates.count("<img") == 6  # two photos each
+    assert "Acura MDX" in candidates and "Acura TLX" in candidates and "Acura ILX" not in candidates
+    assert candidates.count('data-testid="pick-candidate"') == 3
+
+    response = admin_client.post(
+        reverse("classifier:feedback", kwargs={"pk": job.pk}), {"action": "correct", "car_model": cars["RDX"].pk}
+    )
+    assert response.status_code == 302
+    assert Feedback.objects.get(classification=job).car_model == cars["RDX"]
+    after = admin_client.get(reverse("classifier:result", kwargs={"pk": job.pk})).content.decode()
+    assert 'data-testid="pick-candidate"' not in after and "2023 Acura RDX" in after
