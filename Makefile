@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml
 setup: install
 	$(RUN_ENV) $(PY) manage.py migrate --noinput
 	$(RUN_ENV) $(PY) manage.py load_catalog
-	@if [ -f "$(SPECS_CSV)" ]; then $(RUN_ENV) $(PY) manage.py import_specs "$(SPECS_CSV)"; \
+	@if [ -f "$(SPECS_CSV)" ]; then $(RUN_ENV) $(PY) manage.py import_specs --create-missing "$(SPECS_CSV)"; \
 	else echo "No spec CSV at $(SPECS_CSV): skipping import_specs."; fi
 	$(RUN_ENV) $(PY) manage.py setup_demo
 

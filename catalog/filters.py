@@ -16,6 +16,9 @@ def _by_id_or_slug(prefix: str, value: str) -> Q:
 class CarModelFilter(django_filters.FilterSet):
     manufacturer = django_filters.CharFilter(method="filter_manufacturer", help_text="Manufacturer id or slug.")
     year = django_filters.NumberFilter(field_name="year")
+    model = django_filters.CharFilter(
+        field_name="name", lookup_expr="iexact", help_text="Model line, e.g. MDX: every model year of it."
+    )
     body_style = django_filters.ChoiceFilter(field_name="body_style", choices=BodyStyle.choices)
     msrp_min = django_filters.NumberFilter(field_name="msrp_usd", lookup_expr="gte", help_text="Lowest MSRP (USD).")
     msrp_max = django_filters.NumberFilter(field_name="msrp_usd", lookup_expr="lte", help_text="Highest MSRP (USD).")
@@ -26,7 +29,7 @@ class CarModelFilter(django_filters.FilterSet):
 
     class Meta:
         model = CarModel
-        fields = ["manufacturer", "year", "body_style", "msrp_min", "msrp_max", "has_images", "has_specs"]
+        fields = ["manufacturer", "year", "model", "body_style", "msrp_min", "msrp_max", "has_images", "has_specs"]
 
     def filter_manufacturer(self, queryset: QuerySet[CarModel], name: str, value: str) -> QuerySet[CarModel]:
         return queryset.filter(_by_id_or_slug("manufacturer", value)) if value else queryset

@@ -129,6 +129,9 @@ class Specification(TimeStampedModel):
     height_in = models.DecimalField(max_digits=5, decimal_places=1, null=True, blank=True, verbose_name="height (in)")
     epa_class = models.CharField(max_length=100, blank=True, verbose_name="EPA class")
     source = models.CharField(max_length=200, blank=True, help_text="Where these figures came from.")
+    approximate = models.BooleanField(
+        default=False, help_text="Rounded figures read from photo file names, not from a spec sheet."
+    )
     raw = models.JSONField(default=dict, blank=True, help_text="The source rows as published, unparsed.")
 
     class Meta:

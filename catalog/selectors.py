@@ -3,7 +3,8 @@
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from django.db.models import Count, Exists, OuterRef, Prefetch, Q, QuerySet
+from django.db.models import Count, Exists, F, OuterRef, Prefetch, Q, QuerySet
+from django.db.models.functions import Abs
 
 from catalog.models import CarImage, CarModel, ImageView, Manufacturer, Specification
 
@@ -41,22 +42,30 @@ def car_model_get(*, slug: str | None = None, pk: int | None = None) -> CarModel
     return queryset.get(slug=slug) if slug is not None else queryset.get(pk=pk)
 
 
-def car_model_gallery(
-    car_model: CarModel, *, view: str, limit: int = 12, other_years: bool = False
-) -> list[CarImage]:
-    """Images of ``car_model`` in ``view``; with ``other_years``, when it has none, those of the same
-    make and model from other model years, newest first (each image's own car model says which)."""
+def car_model_gallery(car_model: CarModel, *, view: str, limit: int = 12) -> list[CarImage]:
+    """Images of ``car_model`` in ``view``; when it has none, those of the same model line from the nearest
+    model years (ties: the newer year). Each image's own car model says which year it shows."""
     own = list(
         CarImage.objects.filter(car_model=car_model, view=view).select_related("car_model").order_by("id")[:limit]
     )
-    if own or not other_years:
+    if own:
         return own
     return list(
         CarImage.objects.filter(
             car_model__manufacturer_id=car_model.manufacturer_id, car_model__name__iexact=car_model.name, view=view
         )
         .select_related("car_model")
-        .order_by("-car_model__year", "id")[:limit]
+        .annotate(year_distance=Abs(F("car_model__year") - car_model.year))
+        .order_by("year_distance", "-car_model__year", "id")[:limit]
+    )
+
+
+def car_model_line_years(car_model: CarModel) -> list[CarModel]:
+    """Every model year of ``car_model``'s model line (itself included), newest first."""
+    return list(
+        CarModel.objects.filter(manufacturer_id=car_model.manufacturer_id, name__iexact=car_model.name).order_by(
+            "-year"
+        )
     )
 
 

@@ -43,6 +43,8 @@ COLUMN_BODY = "Body Style"
 COLUMN_HORSEPOWER = "Net Horsepower"
 COLUMN_MPG_CITY = "City Gas Mileage (mpg)"
 COLUMN_MPG_HIGHWAY = "Highway Gas Mileage (mpg)"
+# Not in the CSV export; rows made from photo file names carry it.
+COLUMN_CYLINDERS = "Cylinders"
 
 EXPECTED_COLUMNS: tuple[str, ...] = (
     COLUMN_LABEL,
@@ -228,6 +230,8 @@ def parse_row(line: int, row: dict[str, str]) -> ParsedRow:
     spec["engine_type"] = _parse_choice(COLUMN_ENGINE, values[COLUMN_ENGINE], normalize.engine_type) or ""
     spec["engine_description"] = values[COLUMN_ENGINE][:100]
     spec["drivetrain"] = _parse_choice(COLUMN_DRIVETRAIN, values[COLUMN_DRIVETRAIN], normalize.drivetrain) or ""
+    if COLUMN_CYLINDERS in row:
+        spec["cylinders"] = _parse_int(COLUMN_CYLINDERS, _clean(row[COLUMN_CYLINDERS]), notes)
     # The export rounds horsepower down to tens: keep the figure, flag it as approximate.
     spec["horsepower_approximate"] = spec["horsepower"] is not None
     car_model_fields: dict[str, Any] = {
@@ -300,7 +304,9 @@ def _spec_changes(car_model: CarModel, parsed: ParsedRow) -> dict[str, tuple[Any
     return changes
 
 
-def _apply_row(parsed: ParsedRow, *, source: str, create_missing: bool, catalog_ids: dict[str, int]) -> RowReport:
+def _apply_row(
+    parsed: ParsedRow, *, source: str, create_missing: bool, catalog_ids: dict[str, int], approximate: bool
+) -> RowReport:
     label = parsed.name.label
     report = RowReport(line=parsed.line, label=label, outcome="unchanged", notes=list(parsed.notes))
     # One query for the whole catalog up front: most rows of an export are for models not in it.
@@ -311,6 +317,12 @@ def _apply_row(parsed: ParsedRow, *, source: str, create_missing: bool, catalog_
     if car_model is None and not create_missing:
         report.outcome, report.reason = "skipped", "car model not in the catalog (use --create-missing)"
         return report
+    spec = getattr(car_model, "specs", None) if car_model is not None else None
+    if approximate and spec is not None and spec.source != source:
+        # Rough figures never replace a spec sheet's or a curator's.
+        report.outcome, report.reason = "skipped", f"has specifications from {spec.source or 'elsewhere'}"
+        return report
+    parsed.spec_values["approximate"] = approximate
     with transaction.atomic():
         if car_model is None:
             car_model, _ = services.car_model_get_or_create(
@@ -340,8 +352,12 @@ def spec_import(
     source: str,
     dry_run: bool = False,
     create_missing: bool = False,
+    approximate: bool = False,
 ) -> SpecImportResult:
-    """Upsert the specifications of ``rows`` (from ``read_rows``); every row gets a report."""
+    """Upsert the specifications of ``rows`` (from ``read_rows``); every row gets a report.
+
+    ``approximate`` rows (read from photo file names) only fill car models without specifications, or
+    whose specifications came from the same source; a spec sheet's figures clear the mark."""
     result = SpecImportResult(source=source, dry_run=dry_run)
     seen: dict[str, int] = {}
     catalog_ids = {label.lower(): pk for pk, label in CarModel.objects.values_list("pk", "label")}
@@ -368,7 +384,13 @@ def spec_import(
                 continue
             try:
                 result.rows.append(
-                    _apply_row(parsed, source=source, create_missing=create_missing, catalog_ids=catalog_ids)
+                    _apply_row(
+                        parsed,
+                        source=source,
+                        create_missing=create_missing,
+                        catalog_ids=catalog_ids,
+                        approximate=approximate,
+                    )
                 )
             except (ValidationError, ValueError, DatabaseError) as exc:
                 # The row's atomic block has already been rolled back: nothing of it is written.
@@ -389,3 +411,36 @@ def spec_import_file(path: Path, *, dry_run: bool = False, create_missing: bool 
     path = Path(path)
     rows = read_rows(read_file(path))
     return spec_import(rows, source=f"csv:{path.name}", dry_run=dry_run, create_missing=create_missing)
+
+
+# The Car Connection's photo names: Make_Model_Year_MSRP($k)_Wheel_HP_Displacement_Cylinders_Width_Height_
+# Length_MPG_Drivetrain_Seats_Doors_Body_xyz.jpg, with the CSV's conventions (displacement without its
+# decimal point, horsepower rounded down to tens; the MPG is the city figure).
+FILE_NAME_SOURCE = "photo file names"
+_FILE_NAME_COLUMNS = (
+    COLUMN_MAKE, COLUMN_MODEL, COLUMN_YEAR, COLUMN_MSRP, COLUMN_WHEEL, COLUMN_HORSEPOWER, COLUMN_DISPLACEMENT,
+    COLUMN_CYLINDERS, COLUMN_WIDTH, COLUMN_HEIGHT, COLUMN_LENGTH, COLUMN_MPG_CITY, COLUMN_DRIVETRAIN, COLUMN_SEATS,
+    COLUMN_DOORS, COLUMN_BODY,
+)  # fmt: skip
+
+
+def file_name_row(file_name: str) -> dict[str, str] | None:
+    """The spec-CSV row a photo's file name stands for, or None if the name does not follow the scheme."""
+    parts = Path(file_name).stem.split("_")
+    if len(parts) != len(_FILE_NAME_COLUMNS) + 1:
+        return None
+    row = dict.fromkeys(EXPECTED_COLUMNS, "") | dict(zip(_FILE_NAME_COLUMNS, parts, strict=False))
+    if row[COLUMN_MSRP].isdigit():
+        row[COLUMN_MSRP] = str(int(row[COLUMN_MSRP]) * 1000)
+    row[COLUMN_LABEL] = f"{row[COLUMN_YEAR]} {row[COLUMN_MAKE]} {row[COLUMN_MODEL]}"
+    return row
+
+
+def specs_from_file_names(file_names: Iterable[str], *, dry_run: bool = False) -> SpecImportResult:
+    """Fill the specifications of car models that have none from their photos' names (one name per car)."""
+    rows: dict[str, tuple[int, dict[str, str]]] = {}
+    for number, name in enumerate(file_names, start=1):
+        row = file_name_row(name)
+        if row is not None:
+            rows.setdefault(row[COLUMN_LABEL].lower(), (number, row))
+    return spec_import(rows.values(), source=FILE_NAME_SOURCE, dry_run=dry_run, approximate=True)

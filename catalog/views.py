@@ -38,6 +38,7 @@ def car_model_detail(request: HttpRequest, slug: str) -> HttpResponse:
     context = {
         "car_model": car_model,
         "specs": getattr(car_model, "specs", None) if hasattr(car_model, "specs") else None,
+        "line_years": selectors.car_model_line_years(car_model),
         "exterior_images": selectors.car_model_gallery(car_model, view=ImageView.EXTERIOR),
         "interior_images": selectors.car_model_gallery(car_model, view=ImageView.INTERIOR),
     }

@@ -48,6 +48,7 @@ class CarModelSummarySerializer(serializers.Serializer):
     body_style = serializers.CharField()
     msrp_usd = serializers.IntegerField(allow_null=True)
     spec_rows = SpecRowSerializer(many=True)
+    specs_approximate = serializers.BooleanField(help_text="The specs are rough figures from photo file names.")
 
 
 class MakeProbabilitySerializer(serializers.Serializer):
@@ -72,6 +73,16 @@ class ResultSerializer(serializers.Serializer):
     abstained = serializers.BooleanField()
     confidence = serializers.FloatField(allow_null=True)
     car_model = CarModelSummarySerializer(allow_null=True)
+    year_decided = serializers.BooleanField(
+        help_text="The classifier named this model year; otherwise it named a model line and car_model is "
+        "that line's newest year with specifications."
+    )
+    model_line_years = CarModelSummarySerializer(
+        many=True, help_text="Every model year of the recognised line, newest first (empty if year_decided)."
+    )
+    msrp_range = serializers.ListField(
+        child=serializers.IntegerField(), allow_null=True, help_text="[lowest, highest] MSRP across the line's years."
+    )
     predictions = PredictionSerializer(many=True)
     likely_makes = MakeProbabilitySerializer(many=True)
     gate_version = serializers.CharField(allow_null=True)
@@ -156,9 +167,6 @@ class ClassificationSerializer(serializers.ModelSerializer):
         result = selectors.classification_result(obj, with_galleries=False)
         if not result.finished:
             return None
-        summary = None
-        if result.summary is not None:
-            summary = {**result.summary, "spec_rows": SpecRowSerializer(result.summary["spec_rows"], many=True).data}
         return {
             "outcome": result.outcome,
             "gate_verdict": obj.gate_verdict,
@@ -166,12 +174,19 @@ class ClassificationSerializer(serializers.ModelSerializer):
             "gate_unavailable": result.gate_unavailable,
             "abstained": obj.abstained,
             "confidence": obj.confidence,
-            "car_model": summary,
+            "car_model": _summary_data(result.summary) if result.summary is not None else None,
+            "year_decided": result.year_decided,
+            "model_line_years": [_summary_data(year) for year in result.line_years],
+            "msrp_range": list(result.msrp_range) if result.msrp_range else None,
             "predictions": PredictionSerializer(obj.predictions.all(), many=True).data,
             "likely_makes": obj.make_fallback or [],
             "gate_version": obj.gate_version.version if obj.gate_version_id else None,
             "classifier_version": obj.classifier_version.version if obj.classifier_version_id else None,
         }
+
+
+def _summary_data(summary: dict[str, Any]) -> dict[str, Any]:
+    return {**summary, "spec_rows": SpecRowSerializer(summary["spec_rows"], many=True).data}
 
 
 _DATETIME = serializers.DateTimeField()

@@ -6,7 +6,7 @@ from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseForbidden
 from django.shortcuts import redirect, render
-from django.urls import NoReverseMatch, reverse
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from catalog.imaging import ImageRejected
@@ -56,15 +56,6 @@ def _get_classification(pk: uuid.UUID) -> Classification:
         raise Http404("No such classification.") from exc
 
 
-def _catalog_url(result: selectors.ClassificationResult) -> str | None:
-    if result.car_model is None:
-        return None
-    try:
-        return result.car_model.get_absolute_url()
-    except NoReverseMatch:  # the catalog pages may not be installed
-        return None
-
-
 def _may_give_feedback(request: HttpRequest, classification: Classification) -> bool:
     if request.user.is_authenticated and (request.user.is_staff or classification.user_id == request.user.pk):
         return True
@@ -76,7 +67,6 @@ def _result_context(request: HttpRequest, classification: Classification, feedba
     return {
         "result": result,
         "c": classification,
-        "catalog_url": _catalog_url(result),
         "can_give_feedback": _may_give_feedback(request, classification),
         "feedback_form": feedback_form or FeedbackForm(),
         "status_url": reverse("classification-detail", kwargs={"pk": classification.pk}),

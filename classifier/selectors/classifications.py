@@ -11,7 +11,7 @@ from django.db import connection
 from django.db.models import Prefetch, QuerySet, prefetch_related_objects
 
 from catalog.models import CarImage, CarModel, ImageView, Specification
-from catalog.selectors import car_model_gallery
+from catalog.selectors import car_model_gallery, car_model_line_years
 from classifier.models import (
     Classification,
     ClassificationPrediction,
@@ -148,9 +148,10 @@ def spec_rows(spec: Specification | None) -> list[SpecRow]:
     return rows
 
 
-def car_model_summary(car_model: CarModel) -> dict[str, Any]:
-    """The facts the result page and the API show about a matched car model."""
-    spec = Specification.objects.filter(car_model=car_model).first()
+def car_model_summary(car_model: CarModel, spec: Specification | None = None) -> dict[str, Any]:
+    """The facts the result page and the API show about a matched car model (``spec``: its specs, if fetched)."""
+    if spec is None:
+        spec = Specification.objects.filter(car_model=car_model).first()
     return {
         "id": car_model.pk,
         "label": car_model.label,
@@ -162,7 +163,19 @@ def car_model_summary(car_model: CarModel) -> dict[str, Any]:
         "msrp_usd": car_model.msrp_usd,
         "specs": {row.name: row.value for row in spec_rows(spec)},
         "spec_rows": spec_rows(spec),
+        "specs_approximate": bool(spec and spec.approximate),
     }
+
+
+@dataclass
+class Candidate:
+    prediction: ClassificationPrediction
+    car_model: CarModel
+    photos: list[CarImage]
+
+
+CANDIDATES_SHOWN = 3
+CANDIDATE_PHOTOS = 2
 
 
 @dataclass
@@ -176,8 +189,15 @@ class ClassificationResult:
     alternatives: list[ClassificationPrediction] = field(default_factory=list)
     car_model: CarModel | None = None
     summary: dict[str, Any] | None = None
+    # The model line's years, newest first (summaries like ``summary``), when the classifier named a line
+    # rather than a model year: the visitor picks the year, the answer never claims one.
+    year_decided: bool = False
+    line_years: list[dict[str, Any]] = field(default_factory=list)
+    msrp_range: tuple[int, int] | None = None
     exterior_gallery: list[CarImage] = field(default_factory=list)
     interior_gallery: list[CarImage] = field(default_factory=list)
+    # When the classifier is not sure: its likeliest models, each with a couple of photos to compare.
+    candidates: list[Candidate] = field(default_factory=list)
     feedback: Feedback | None = None
 
     @property
@@ -216,15 +236,30 @@ def classification_result(classification: Classification, *, with_galleries: boo
         car_model = CarModel.objects.select_related("manufacturer").get(pk=result.best.car_model_id)
         result.car_model = car_model
         result.summary = car_model_summary(car_model)
+        result.year_decided = " ".join(result.best.label.split()).lower() == car_model.label.lower()
+        line = [] if result.year_decided else model_line_summaries(car_model)
+        result.line_years = line
+        prices = [year["msrp_usd"] for year in line if year["msrp_usd"]]
+        result.msrp_range = (min(prices), max(prices)) if prices else None
         if with_galleries:
-            # A model year without photos shows the same model's photos from other years, labelled as such.
-            result.exterior_gallery = car_model_gallery(
-                car_model, view=ImageView.EXTERIOR, limit=GALLERY_LIMIT, other_years=True
-            )
-            result.interior_gallery = car_model_gallery(
-                car_model, view=ImageView.INTERIOR, limit=GALLERY_LIMIT, other_years=True
-            )
+            result.exterior_gallery = car_model_gallery(car_model, view=ImageView.EXTERIOR, limit=GALLERY_LIMIT)
+            result.interior_gallery = car_model_gallery(car_model, view=ImageView.INTERIOR, limit=GALLERY_LIMIT)
+    if outcome == OUTCOME_ABSTAINED and with_galleries:
+        result.candidates = [
+            Candidate(p, p.car_model, car_model_gallery(p.car_model, view=ImageView.EXTERIOR, limit=CANDIDATE_PHOTOS))
+            for p in predictions[:CANDIDATES_SHOWN]
+            if p.car_model is not None
+        ]
     return result
+
+
+def model_line_summaries(car_model: CarModel) -> list[dict[str, Any]]:
+    """``car_model_summary`` of every model year of ``car_model``'s line, newest first."""
+    years = car_model_line_years(car_model)
+    specs = {spec.car_model_id: spec for spec in Specification.objects.filter(car_model__in=years)}
+    for year in years:
+        year.manufacturer = car_model.manufacturer
+    return [car_model_summary(year, specs.get(year.pk)) for year in years]
 
 
 def car_model_choices_by_make() -> list[tuple[str, list[tuple[int, str]]]]:

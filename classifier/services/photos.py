@@ -22,6 +22,7 @@ from django.db import transaction
 from catalog import imaging, services
 from catalog.models import CarImage, CarModel, ImageOrigin, ImageView
 from catalog.naming import CarName, LabelError, official_make, parse_label
+from catalog.spec_import import SpecImportResult, specs_from_file_names
 from classifier.models import ModelKind
 
 logger = logging.getLogger(__name__)
@@ -64,6 +65,7 @@ class PhotoImportResult:
     directory: Path
     items: list[PhotoImportItem] = field(default_factory=list)
     car_models_created: list[str] = field(default_factory=list)
+    specs_from_names: SpecImportResult | None = None
 
     @property
     def counts(self) -> dict[str, int]:
@@ -229,6 +231,9 @@ def photos_import(
             source.make, source.model, source.year
         )
         result.items.append(_import_one(source, name, result, near_duplicate_distance))
+    # Car models without a spec sheet get the rough figures the photos' names carry.
+    stored = [item.path.name for item in result.items if item.image_id is not None]
+    result.specs_from_names = specs_from_file_names(stored)
     logger.info("photo import from %s: %s", directory, result.counts)
     return result
 

@@ -10,11 +10,11 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Value
+from django.db.models import Exists, OuterRef, Value
 from django.db.models.functions import Concat, Lower
 from django.utils import timezone
 
-from catalog.models import CarModel
+from catalog.models import CarModel, Specification
 from classifier.models import ModelKind, ModelVersion, ModelVersionLabel
 
 logger = logging.getLogger(__name__)
@@ -66,7 +66,8 @@ def car_model_for_label(label: str, kind: str) -> CarModel | None:
     """The catalog car model an output label stands for.
 
     A model-year label ('2023 Acura MDX') names that car model; a make-and-model label ('Acura MDX')
-    names the newest catalog car model of that make and model. Gate labels name no car.
+    names the newest catalog year of that model line with specifications (else the newest year): the
+    result page shows it first and lets the visitor pick another year. Gate labels name no car.
     """
     if kind != ModelKind.CLASSIFIER:
         return None
@@ -77,7 +78,8 @@ def car_model_for_label(label: str, kind: str) -> CarModel | None:
     return (
         CarModel.objects.annotate(registry_make_model=Lower(Concat("manufacturer__name", Value(" "), "name")))
         .filter(registry_make_model=label.lower())
-        .order_by("-year")
+        .annotate(has_specs=Exists(Specification.objects.filter(car_model=OuterRef("pk"))))
+        .order_by("-has_specs", "-year")
         .first()
     )
 

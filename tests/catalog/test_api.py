@@ -203,3 +203,15 @@ def test_schema_generates_without_warnings():
     from django.core.management import call_command
 
     call_command("spectacular", "--validate", "--fail-on-warn", "--file", "/dev/null")
+
+
+def test_models_filter_by_model_line_lists_its_years(client, db):
+    from catalog import services
+
+    for year in (2019, 2020, 2023):
+        services.car_model_get_or_create(make="Acura", model="MDX", year=year)
+    services.car_model_get_or_create(make="Acura", model="RDX", year=2020)
+    body = client.get("/api/v1/models/", {"model": "mdx", "manufacturer": "acura"}).json()
+    assert sorted(row["year"] for row in body["results"]) == [2019, 2020, 2023]
+    body = client.get("/api/v1/models/", {"model": "MDX", "year": 2020}).json()
+    assert [row["label"] for row in body["results"]] == ["2020 Acura MDX"]

@@ -30,10 +30,20 @@ def write_csv(path: Path, rows: list[list[str]], header: list[str] = HEADER) -> 
     return path
 
 
+@pytest.fixture(autouse=True)
+def _reports_in_tmp(settings, tmp_path):
+    settings.VAR_DIR = tmp_path / "var"
+
+
 def run(*args: str) -> str:
     out = io.StringIO()
     call_command("import_specs", *args, stdout=out)
     return out.getvalue()
+
+
+def full_report(output: str) -> str:
+    path = next(line.removeprefix("Full report: ") for line in output.splitlines() if line.startswith("Full report: "))
+    return Path(path).read_text(encoding="utf-8")
 
 
 def test_shared_csv_fills_the_catalog(loaded_catalog, specs_csv):
@@ -65,12 +75,17 @@ def test_shared_csv_fills_the_catalog(loaded_catalog, specs_csv):
     assert CarModel.objects.get(label="2023 Volkswagen ID.4").msrp_usd == 47795
     assert "line 2750: 2023 Volkswagen ID.4: skipped: same car model as line 2623" in output
 
-    # The six rows that are empty but for their label are skipped and reported with their line.
-    empty_rows = [line for line in output.splitlines() if "empty but for its name" in line]
+    # The six rows that are empty but for their label are skipped: counted on screen, each in the report.
+    report = full_report(output)
+    empty_rows = [line for line in report.splitlines() if "empty but for its name" in line]
     assert len(empty_rows) == 6
+    assert "6 × skipped: row is empty but for its name (first 3 shown)" in output
     assert "line 184: 2016 Audi A8: skipped: row is empty but for its name" in output
-    # Unknown models are reported, one line each.
+    # Unknown models: one line each in the report, a count and the first few on screen.
+    not_in_catalog = [line for line in report.splitlines() if "car model not in the catalog" in line]
+    assert len(not_in_catalog) == 2568
     assert "line 2: 2024 Acura MDX: skipped: car model not in the catalog" in output
+    assert len(output.splitlines()) <= 30, output
 
     again = run(str(specs_csv))
     assert "0 created, 0 updated, 174 unchanged" in again
@@ -196,3 +211,17 @@ def test_header_missing_one_column_is_refused(tmp_path):
     path = write_csv(tmp_path / "specs.csv", [MDX[:11] + MDX[12:]], header=header)
     with pytest.raises(CommandError, match="missing: Drivetrain"):
         run(str(path))
+
+
+@pytest.mark.slow
+def test_create_missing_loads_every_model_year_of_the_shared_csv(loaded_catalog, specs_csv):
+    listed = set(CarModel.objects.values_list("label", flat=True))
+    output = run(str(specs_csv), "--create-missing")
+    assert "2742 created, 0 updated, 0 unchanged, 9 skipped, 0 rejected" in output
+    assert CarModel.objects.filter(year=2019).count() == 196
+    # the 2023 list's 174 models keep their names; the CSV's other 2023 rows are added beside them
+    assert CarModel.objects.filter(year=2023).count() == 250
+    assert CarModel.objects.filter(year=2023, label__in=listed).count() == 174
+    assert set(CarModel.objects.values_list("year", flat=True).distinct()) == set(range(2008, 2025))
+    assert len(output.splitlines()) <= 30, output
+    assert "0 created, 0 updated, 2742 unchanged" in run(str(specs_csv), "--create-missing")

@@ -51,6 +51,45 @@ def test_model_without_specs_or_images_says_so(client, db):
     assert "No exterior photos yet." in html and "No interior photos yet." in html
 
 
+def test_model_year_without_photos_shows_the_nearest_years_photos_labelled_by_year(client, db):
+    import io
+
+    from PIL import Image
+
+    from catalog.models import ImageOrigin, ImageView
+
+    def add_photo(car, view, colour):
+        buffer = io.BytesIO()
+        Image.new("RGB", (128, 96), colour).save(buffer, format="PNG")
+        return services.car_image_add(car, data=buffer.getvalue(), origin=ImageOrigin.IMPORTED, view=view).image
+
+    page_year, _ = services.car_model_get_or_create(make="Acura", model="MDX", year=2023)
+    far, _ = services.car_model_get_or_create(make="Acura", model="MDX", year=2011)
+    near, _ = services.car_model_get_or_create(make="Acura", model="MDX", year=2020)
+    rival, _ = services.car_model_get_or_create(make="Acura", model="RDX", year=2023)
+    far_photo = add_photo(far, ImageView.EXTERIOR, (200, 0, 0))
+    near_photo = add_photo(near, ImageView.EXTERIOR, (0, 200, 0))
+    add_photo(rival, ImageView.EXTERIOR, (0, 0, 200))
+    add_photo(rival, ImageView.INTERIOR, (0, 0, 100))
+
+    html = page(client, page_year.get_absolute_url())
+    exterior_html = html.split('id="exterior-heading"')[1].split('id="interior-heading"')[0]
+    assert "these show the nearest model years" in exterior_html
+    # nearest year first, each photo labelled with its year; never another model line's photos
+    assert exterior_html.index(near_photo.image.url) < exterior_html.index(far_photo.image.url)
+    assert '<figcaption class="photo-year">2020</figcaption>' in exterior_html
+    assert '<figcaption class="photo-year">2011</figcaption>' in exterior_html
+    assert exterior_html.count("<img") == 2
+    assert "No interior photos yet." in html  # interior and exterior stay separate
+
+    own = page(client, near.get_absolute_url())
+    assert "nearest model years" not in own and "photo-year" not in own
+    # the model-year page links the line's other years, not other lines
+    assert f'href="{far.get_absolute_url()}">2011</a>' in own
+    assert f'href="{page_year.get_absolute_url()}">2023</a>' in own
+    assert '<strong aria-current="page">2020</strong>' in own and rival.get_absolute_url() not in own
+
+
 def test_unknown_slugs_are_404(client, db):
     assert client.get("/cars/2023-nope-nothing/").status_code == 404
     assert client.get("/catalog/no-such-make/").status_code == 404

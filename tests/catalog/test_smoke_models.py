@@ -50,7 +50,7 @@ def test_gallery_falls_back_to_other_model_years_only_when_asked():
         buffer = io.BytesIO()
         Image.new("RGB", (128, 96), colour).save(buffer, format="PNG")
         services.car_image_add(car, data=buffer.getvalue(), origin=ImageOrigin.IMPORTED, view=ImageView.EXTERIOR)
-    assert car_model_gallery(new, view=ImageView.EXTERIOR) == []
-    fallback = car_model_gallery(new, view=ImageView.EXTERIOR, other_years=True)
+    fallback = car_model_gallery(new, view=ImageView.EXTERIOR)
     assert [image.car_model for image in fallback] == [old]
-    assert car_model_gallery(old, view=ImageView.EXTERIOR, other_years=True)[0].car_model == old
+    assert car_model_gallery(old, view=ImageView.EXTERIOR)[0].car_model == old
+    assert car_model_gallery(new, view=ImageView.INTERIOR) == []

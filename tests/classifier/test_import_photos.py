@@ -44,6 +44,21 @@ def test_tcc_names_are_imported_once(tmp_path, photo_factory):
     assert sorted(second.image_ids) == sorted(first.image_ids)
 
 
+def test_new_model_years_get_approximate_specs_from_the_photos_names(tmp_path, photo_factory, client):
+    listed, _ = catalog_services.car_model_get_or_create(make="Acura", model="MDX", year=2019)
+    catalog_services.specification_upsert(listed, values={"mpg_city": 19}, source="csv:car_specs.csv")
+    photo_factory(tmp_path / TCC_SPIDER.format("aaa"), seed=1, colour=(200, 30, 30))
+    photo_factory(tmp_path / TCC_MDX.format(2019, "bbb"), seed=2, colour=(30, 30, 200))
+    result = photos_import(tmp_path, year_as_label=True)
+    assert result.specs_from_names is not None
+    assert (result.specs_from_names.counts["created"], result.specs_from_names.counts["skipped"]) == (1, 1)
+    spider = CarModel.objects.select_related("specs").get(label="2020 Alfa Romeo 4C Spider")
+    assert (spider.msrp_usd, spider.specs.horsepower, spider.specs.approximate) == (67000, 230, True)
+    assert CarModel.objects.select_related("specs").get(pk=listed.pk).specs.approximate is False
+    html = client.get(spider.get_absolute_url()).content.decode()
+    assert 'data-testid="specs-approximate"' in html and "$67,000" in html, html
+
+
 def test_without_year_as_label_photos_go_to_the_newest_catalog_model(tmp_path, photo_factory):
     newest, _ = catalog_services.car_model_get_or_create(make="Acura", model="MDX", year=2023)
     photo_factory(tmp_path / TCC_MDX.format(2011, "aaa"), seed=1, colour=(10, 200, 10))

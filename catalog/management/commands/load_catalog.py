@@ -26,8 +26,9 @@ class Command(BaseCommand):
             result = services.catalog_load(labels)
         except LabelError as exc:
             raise CommandError(f"{path}: {exc}; nothing was loaded.") from None
-        for label in result.created:
-            self.stdout.write(f"created {label}", style_func=None)
+        if int(options["verbosity"]) >= 2:
+            for label in result.created:
+                self.stdout.write(f"created {label}", style_func=None)
         self.stdout.write(
             self.style.SUCCESS(f"{len(result.created)} car models created, {len(result.existing)} already there.")
         )

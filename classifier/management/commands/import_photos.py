@@ -48,6 +48,12 @@ class Command(BaseCommand):
                 reasons[f"{item.outcome}: {item.reason}"] = reasons.get(f"{item.outcome}: {item.reason}", 0) + 1
         for reason, count in sorted(reasons.items()):
             self.stdout.write(f"  {count} × {reason}")
+        if result.specs_from_names is not None:
+            filled = result.specs_from_names.counts
+            self.stdout.write(
+                f"Specifications from the photos' file names (approximate): {filled['created']} created, "
+                f"{filled['updated']} updated, {filled['unchanged']} unchanged, {filled['skipped']} skipped."
+            )
         counts = result.counts
         self.stdout.write(
             self.style.SUCCESS(

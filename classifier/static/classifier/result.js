@@ -26,7 +26,7 @@
   bindFilter(panel);
   if (panel.dataset.finished === "true") return;
 
-  var delay = 500;
+  var delay = 100;  // an idle worker answers in a few tens of milliseconds: ask soon, then back off
   function poll() {
     fetch(panel.dataset.statusUrl, { headers: { Accept: "application/json" }, credentials: "same-origin" })
       .then(function (response) { return response.ok ? response.json() : null; })
@@ -47,3 +47,14 @@
   }
   window.setTimeout(poll, delay);
 })();
+
+// Result page: the model-year picker shows that year's price and specifications in place.
+document.addEventListener("change", function (event) {
+  "use strict";
+  var select = event.target;
+  if (!select.classList || !select.classList.contains("year-select")) return;
+  var result = select.closest("[data-testid=result]");
+  result.querySelectorAll(".year-facts").forEach(function (facts) {
+    facts.hidden = facts.dataset.year !== select.value;
+  });
+});
