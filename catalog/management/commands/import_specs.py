@@ -7,8 +7,9 @@ from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from tqdm import tqdm
 
-from catalog.spec_import import RowReport, SpecFileError, SpecImportResult, spec_import_file
+from catalog.spec_import import RowReport, SpecFileError, SpecImportResult, read_file, read_rows, spec_import
 
 EXAMPLES_PER_KIND = 3
 
@@ -31,11 +32,17 @@ class Command(BaseCommand):
     def handle(self, *args: object, **options: object) -> None:
         path = Path(str(options["path"]))
         try:
-            result = spec_import_file(
-                path, dry_run=bool(options["dry_run"]), create_missing=bool(options["create_missing"])
-            )
+            rows = read_rows(read_file(path))
         except SpecFileError as exc:
             raise CommandError(f"{exc} Nothing was imported.") from None
+        # A progress bar on a terminal only (tqdm turns itself off otherwise).
+        rows = tqdm(rows, desc="Importing specifications", unit=" rows", disable=None, leave=False)
+        result = spec_import(
+            rows,
+            source=f"csv:{path.name}",
+            dry_run=bool(options["dry_run"]),
+            create_missing=bool(options["create_missing"]),
+        )
         lines = report_lines(result)
         report = Path(str(options["report"])) if options["report"] else default_report_path()
         report.parent.mkdir(parents=True, exist_ok=True)

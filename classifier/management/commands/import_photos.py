@@ -38,8 +38,11 @@ class Command(BaseCommand):
             )
         except PhotoImportError as exc:
             raise CommandError(str(exc)) from None
-        for label in result.car_models_created:
-            self.stdout.write(f"created car model {label}")
+        if int(options["verbosity"]) >= 2:
+            for label in result.car_models_created:
+                self.stdout.write(f"created car model {label}")
+        elif result.car_models_created:
+            self.stdout.write(f"{len(result.car_models_created)} car models created (-v 2 lists them).")
         reasons: dict[str, int] = {}
         for item in result.items:
             if item.outcome in ("rejected", "skipped"):
