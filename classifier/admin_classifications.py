@@ -71,7 +71,6 @@ class ClassificationAdmin(admin.ModelAdmin):
         "total_ms",
         "error",
         "attempts",
-        "session_key",
         "user",
         "created_at",
         "started_at",

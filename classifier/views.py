@@ -12,22 +12,16 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from catalog.imaging import ImageRejected
 from classifier.forms import FeedbackForm, UploadForm
 from classifier.models import Classification
+from classifier.ownership import is_visitor_owner, visitor_owner_token
 from classifier.selectors import classifications as selectors
 from classifier.services.classification import classification_create, upload_read
 from classifier.services.feedback import feedback_submit
 
 
-def session_key_for(request: HttpRequest) -> str:
-    """The visitor's session key, creating the session first so 'your recent photos' has something to key on."""
-    if not request.session.session_key:
-        request.session.save()
-    return request.session.session_key or ""
-
-
 def _upload_context(request: HttpRequest, form: UploadForm) -> dict:
     return {
         "form": form,
-        "recent": selectors.classifications_for_session(request.session.session_key or ""),
+        "recent": selectors.classifications_for_owner(visitor_owner_token(request)),
         "classifier_available": selectors.classifier_available(),
     }
 
@@ -40,7 +34,9 @@ def upload(request: HttpRequest) -> HttpResponse:
     if form.is_valid():
         try:
             classification = classification_create(
-                upload_read(form.cleaned_data["image"]), session_key=session_key_for(request), user=request.user
+                upload_read(form.cleaned_data["image"]),
+                owner_token=visitor_owner_token(request, create=True),
+                user=request.user,
             )
         except ImageRejected as exc:
             form.add_error("image", str(exc))
@@ -68,7 +64,7 @@ def _catalog_url(result: selectors.ClassificationResult) -> str | None:
 def _may_give_feedback(request: HttpRequest, classification: Classification) -> bool:
     if request.user.is_authenticated and (request.user.is_staff or classification.user_id == request.user.pk):
         return True
-    return bool(classification.session_key) and classification.session_key == request.session.session_key
+    return is_visitor_owner(request, classification.owner_token)
 
 
 def _result_context(request: HttpRequest, classification: Classification, feedback_form=None) -> dict:
