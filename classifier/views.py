@@ -8,6 +8,7 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseForbidde
 from django.shortcuts import redirect, render
 from django.urls import NoReverseMatch, reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from rest_framework.throttling import SimpleRateThrottle
 
 from catalog.imaging import ImageRejected
 from classifier.forms import FeedbackForm, UploadForm
@@ -15,7 +16,18 @@ from classifier.models import Classification
 from classifier.ownership import is_visitor_owner, visitor_owner_token
 from classifier.selectors import classifications as selectors
 from classifier.services.classification import classification_create, upload_read
-from classifier.services.feedback import feedback_submit
+from classifier.services.feedback import FeedbackRefused, feedback_submit
+
+
+class FeedbackRateThrottle(SimpleRateThrottle):
+    """Feedback answers per client, with the API's throttle machinery (scope "feedback"): signed-in visitors
+    by account, others by address."""
+
+    scope = "feedback"
+
+    def get_cache_key(self, request: HttpRequest, view: object) -> str:
+        ident = f"user-{request.user.pk}" if request.user.is_authenticated else f"ip-{self.get_ident(request)}"
+        return self.cache_format % {"scope": self.scope, "ident": ident}
 
 
 def _upload_context(request: HttpRequest, form: UploadForm) -> dict:
@@ -96,6 +108,13 @@ def result_fragment(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
 @require_POST
 def feedback(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
     classification = _get_classification(pk)
+    throttle = FeedbackRateThrottle()
+    if not throttle.allow_request(request, None):
+        minutes = max(1, round((throttle.wait() or 60) / 60))
+        messages.error(request, f"Too many answers from you in a short time; please try again in {minutes} min.")
+        response = render(request, "classifier/result.html", _result_context(request, classification), status=429)
+        response["Retry-After"] = str(minutes * 60)
+        return response
     if not _may_give_feedback(request, classification):
         return HttpResponseForbidden("Only the visitor who uploaded the photo can give feedback on it.")
     form = FeedbackForm(request.POST)
@@ -103,6 +122,10 @@ def feedback(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
         confirm = form.cleaned_data["action"] == FeedbackForm.CONFIRM
         try:
             feedback_submit(classification, car_model=form.cleaned_data.get("car_model_obj"), confirm=confirm)
+        except FeedbackRefused as exc:
+            # The job's state refuses feedback whatever was sent; the form may not even be on the page.
+            messages.error(request, " ".join(exc.messages))
+            return render(request, "classifier/result.html", _result_context(request, classification), status=409)
         except ValidationError as exc:
             form.add_error(None, exc)
         else:
