@@ -17,18 +17,17 @@ from catalog.models import CarImage, CarModel, ImageOrigin, ImageView, Manufactu
 from catalog.naming import CarName, car_slug
 from catalog.templatetags.carsite_format import usd
 
-THUMBNAIL_HEIGHT = 60
 
-
-def _thumbnail(image: CarImage | None, height: int = THUMBNAIL_HEIGHT) -> str:
+def _thumbnail(image: CarImage | None, css_class: str = "admin-thumb") -> str:
+    """A linked image; its size comes from carsite/admin.css (the Content-Security-Policy allows no inline styles)."""
     if image is None or not image.pk or not image.image:
         return "—"
     return format_html(
-        '<a href="{}" target="_blank" rel="noopener"><img src="{}" alt="{}" style="height:{}px;width:auto"></a>',
+        '<a href="{}" target="_blank" rel="noopener"><img src="{}" alt="{}" class="{}"></a>',
         image.image.url,
         image.image.url,
         str(image),
-        height,
+        css_class,
     )
 
 
@@ -377,7 +376,7 @@ class CarImageAdmin(admin.ModelAdmin):
 
     @admin.display(description="preview")
     def preview(self, image: CarImage) -> str:
-        return _thumbnail(image, height=320)
+        return _thumbnail(image, css_class="admin-preview")
 
     def get_fields(self, request: HttpRequest, obj: CarImage | None = None) -> list[str]:
         if obj is None:

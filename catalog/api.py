@@ -1,7 +1,8 @@
 """Catalog REST API: manufacturers, car models (with specs and galleries) and images.
 
-Anyone may read; writes need authenticated staff (``IsStaffOrReadOnly``, the project default) and
-go through ``catalog.services`` exactly like the admin and the management commands.
+Anyone may read; writes need a staff account with the model's permission, as in the admin
+(``StaffModelPermissionsOrReadOnly``, the project default), and go through ``catalog.services``
+exactly like the admin and the management commands.
 """
 
 from typing import Any

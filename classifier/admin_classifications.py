@@ -1,21 +1,22 @@
 """Admin pages for classifications and visitor feedback."""
 
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.template.response import TemplateResponse
 from django.utils.html import format_html
 
 from classifier.models import Classification, ClassificationPrediction, Feedback, FeedbackStatus
 from classifier.services.feedback import feedback_accept, feedback_reject
 
 
-def _thumbnail(image_field, size: int = 80) -> str:
+def _thumbnail(image_field, css_class: str = "admin-photo-thumb") -> str:
+    """The photo, sized by carsite/admin.css (the Content-Security-Policy allows no inline styles)."""
     if not image_field:
         return "—"
-    return format_html(
-        '<img src="{}" alt="" style="max-width:{}px;max-height:{}px;border-radius:4px">', image_field.url, size, size
-    )
+    return format_html('<img src="{}" alt="" class="{}">', image_field.url, css_class)
 
 
 class ClassificationPredictionInline(admin.TabularInline):
@@ -71,7 +72,6 @@ class ClassificationAdmin(admin.ModelAdmin):
         "total_ms",
         "error",
         "attempts",
-        "session_key",
         "user",
         "created_at",
         "started_at",
@@ -88,7 +88,7 @@ class ClassificationAdmin(admin.ModelAdmin):
 
     @admin.display(description="Photo")
     def preview(self, obj: Classification) -> str:
-        return _thumbnail(obj.image, size=480)
+        return _thumbnail(obj.image, "admin-photo-preview")
 
 
 @admin.register(Feedback)
@@ -120,16 +120,31 @@ class FeedbackAdmin(admin.ModelAdmin):
 
     @admin.display(description="Photo")
     def preview(self, obj: Feedback) -> str:
-        return _thumbnail(obj.classification.image, size=480)
+        return _thumbnail(obj.classification.image, "admin-photo-preview")
 
     @admin.display(description="Predicted")
     def predicted(self, obj: Feedback) -> str:
         return str(obj.classification.predicted_car_model or "—")
 
-    @admin.action(description="Accept: add the photos to the catalog as training images")
-    def accept_feedback(self, request: HttpRequest, queryset: QuerySet[Feedback]) -> None:
+    @admin.action(description="Accept: add the photos to the catalog as training images", permissions=["change"])
+    def accept_feedback(self, request: HttpRequest, queryset: QuerySet[Feedback]) -> TemplateResponse | None:
+        """Asks first, showing how many photos would join the training images (as the admin's delete does)."""
+        acceptable = queryset.filter(status__in=[FeedbackStatus.PENDING, FeedbackStatus.REJECTED])
+        if request.POST.get("post") != "yes":
+            items = list(acceptable.select_related("car_model", "classification"))
+            if not items:
+                self.message_user(request, "None of the selected feedback is waiting to be accepted.", messages.INFO)
+                return None
+            context = {
+                **self.admin_site.each_context(request),
+                "title": "Add these photos to the training images?",
+                "opts": self.model._meta,
+                "items": items,
+                "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            }
+            return TemplateResponse(request, "admin/classifier/feedback/accept_confirmation.html", context)
         accepted, failed = 0, []
-        for feedback in queryset.filter(status__in=[FeedbackStatus.PENDING, FeedbackStatus.REJECTED]):
+        for feedback in acceptable:
             try:
                 feedback_accept(feedback, reviewer=request.user)
                 accepted += 1
@@ -140,7 +155,7 @@ class FeedbackAdmin(admin.ModelAdmin):
         for message in failed:
             self.message_user(request, message, messages.ERROR)
 
-    @admin.action(description="Reject")
+    @admin.action(description="Reject", permissions=["change"])
     def reject_feedback(self, request: HttpRequest, queryset: QuerySet[Feedback]) -> None:
         rejected = 0
         for feedback in queryset.filter(status=FeedbackStatus.PENDING):

@@ -20,6 +20,7 @@ from rest_framework.routers import DefaultRouter
 from rest_framework.throttling import SimpleRateThrottle
 
 from catalog.imaging import ImageRejected
+from classifier.ownership import visitor_owner_token
 from classifier.selectors.classifications import classification_queryset, with_predictions
 from classifier.serializers import ClassificationSerializer, UploadRequestSerializer, accepted_job_data
 from classifier.services.classification import Upload, batch_limit, classification_create_batch, upload_read
@@ -109,10 +110,10 @@ class ClassificationViewSet(mixins.CreateModelMixin, mixins.RetrieveModelMixin, 
                 f"{len(files)} images were sent; at most {batch_limit()} can be classified in one request.",
                 400,
             )
-        session_key = request.session.session_key or "" if hasattr(request, "session") else ""
+        owner_token = visitor_owner_token(request)
         try:
             uploads: list[Upload] = [upload_read(file) for file in files]
-            created = classification_create_batch(uploads, session_key=session_key, user=request.user)
+            created = classification_create_batch(uploads, owner_token=owner_token, user=request.user)
         except ImageRejected as exc:
             return _error(exc.code, str(exc), 400)
         # Freshly created jobs have no result yet: answer with them as they are, without re-reading.

@@ -112,7 +112,8 @@ class Classification(models.Model):
     batch_size = models.PositiveSmallIntegerField(
         null=True, blank=True, help_text="Photos classified together with this one; model timings are per photo."
     )
-    session_key = models.CharField(max_length=64, blank=True, db_index=True)
+    # A random token from the uploader's session (classifier.ownership), never their session key.
+    owner_token = models.CharField(max_length=64, blank=True, db_index=True, editable=False)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)

@@ -8,26 +8,32 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseForbidde
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from rest_framework.throttling import SimpleRateThrottle
 
 from catalog.imaging import ImageRejected
 from classifier.forms import FeedbackForm, UploadForm
 from classifier.models import Classification
+from classifier.ownership import is_visitor_owner, visitor_owner_token
 from classifier.selectors import classifications as selectors
 from classifier.services.classification import classification_create, upload_read
-from classifier.services.feedback import feedback_submit
+from classifier.services.feedback import FeedbackRefused, feedback_submit
 
 
-def session_key_for(request: HttpRequest) -> str:
-    """The visitor's session key, creating the session first so 'your recent photos' has something to key on."""
-    if not request.session.session_key:
-        request.session.save()
-    return request.session.session_key or ""
+class FeedbackRateThrottle(SimpleRateThrottle):
+    """Feedback answers per client, with the API's throttle machinery (scope "feedback"): signed-in visitors
+    by account, others by address."""
+
+    scope = "feedback"
+
+    def get_cache_key(self, request: HttpRequest, view: object) -> str:
+        ident = f"user-{request.user.pk}" if request.user.is_authenticated else f"ip-{self.get_ident(request)}"
+        return self.cache_format % {"scope": self.scope, "ident": ident}
 
 
 def _upload_context(request: HttpRequest, form: UploadForm) -> dict:
     return {
         "form": form,
-        "recent": selectors.classifications_for_session(request.session.session_key or ""),
+        "recent": selectors.classifications_for_owner(visitor_owner_token(request)),
         "classifier_available": selectors.classifier_available(),
     }
 
@@ -40,7 +46,9 @@ def upload(request: HttpRequest) -> HttpResponse:
     if form.is_valid():
         try:
             classification = classification_create(
-                upload_read(form.cleaned_data["image"]), session_key=session_key_for(request), user=request.user
+                upload_read(form.cleaned_data["image"]),
+                owner_token=visitor_owner_token(request, create=True),
+                user=request.user,
             )
         except ImageRejected as exc:
             form.add_error("image", str(exc))
@@ -59,7 +67,7 @@ def _get_classification(pk: uuid.UUID) -> Classification:
 def _may_give_feedback(request: HttpRequest, classification: Classification) -> bool:
     if request.user.is_authenticated and (request.user.is_staff or classification.user_id == request.user.pk):
         return True
-    return bool(classification.session_key) and classification.session_key == request.session.session_key
+    return is_visitor_owner(request, classification.owner_token)
 
 
 def _result_context(request: HttpRequest, classification: Classification, feedback_form=None) -> dict:
@@ -90,6 +98,13 @@ def result_fragment(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
 @require_POST
 def feedback(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
     classification = _get_classification(pk)
+    throttle = FeedbackRateThrottle()
+    if not throttle.allow_request(request, None):
+        minutes = max(1, round((throttle.wait() or 60) / 60))
+        messages.error(request, f"Too many answers from you in a short time; please try again in {minutes} min.")
+        response = render(request, "classifier/result.html", _result_context(request, classification), status=429)
+        response["Retry-After"] = str(minutes * 60)
+        return response
     if not _may_give_feedback(request, classification):
         return HttpResponseForbidden("Only the visitor who uploaded the photo can give feedback on it.")
     form = FeedbackForm(request.POST)
@@ -97,6 +112,10 @@ def feedback(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
         confirm = form.cleaned_data["action"] == FeedbackForm.CONFIRM
         try:
             feedback_submit(classification, car_model=form.cleaned_data.get("car_model_obj"), confirm=confirm)
+        except FeedbackRefused as exc:
+            # The job's state refuses feedback whatever was sent; the form may not even be on the page.
+            messages.error(request, " ".join(exc.messages))
+            return render(request, "classifier/result.html", _result_context(request, classification), status=409)
         except ValidationError as exc:
             form.add_error(None, exc)
         else:

@@ -102,11 +102,12 @@ def classification_status(classification_id: uuid.UUID | str) -> str | None:
     return row[0] if row else None
 
 
-def classifications_for_session(session_key: str, *, limit: int = 12) -> list[Classification]:
-    if not session_key:
+def classifications_for_owner(owner_token: str, *, limit: int = 12) -> list[Classification]:
+    """The newest uploads made with this owner token (see classifier.ownership)."""
+    if not owner_token:
         return []
     return list(
-        Classification.objects.filter(session_key=session_key)
+        Classification.objects.filter(owner_token=owner_token)
         .select_related("predicted_car_model")
         .order_by("-created_at")[:limit]
     )

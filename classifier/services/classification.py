@@ -81,16 +81,16 @@ def batch_limit() -> int:
 
 
 def classification_create(
-    upload: Upload, *, session_key: str = "", user: Any = None, limits: imaging.ImageLimits | None = None
+    upload: Upload, *, owner_token: str = "", user: Any = None, limits: imaging.ImageLimits | None = None
 ) -> Classification:
     """Validate one upload, store it and queue its classification. Raises ``ImageRejected``."""
-    return classification_create_batch([upload], session_key=session_key, user=user, limits=limits)[0]
+    return classification_create_batch([upload], owner_token=owner_token, user=user, limits=limits)[0]
 
 
 def classification_create_batch(
     uploads: Sequence[Upload],
     *,
-    session_key: str = "",
+    owner_token: str = "",
     user: Any = None,
     limits: imaging.ImageLimits | None = None,
 ) -> list[Classification]:
@@ -127,7 +127,7 @@ def classification_create_batch(
                     id=uuid.uuid4(),
                     original_filename=upload.filename,
                     sha256=image.sha256,
-                    session_key=session_key or "",
+                    owner_token=owner_token,
                     user=owner,
                     created_at=timezone.now(),
                 )

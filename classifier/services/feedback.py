@@ -12,15 +12,26 @@ from catalog import imaging
 from catalog.models import CarModel, ImageOrigin, ImageView
 from catalog.services import car_image_add
 from classifier.models import Classification, ClassificationStatus, Feedback, FeedbackStatus
+from classifier.selectors.classifications import OUTCOME_ABSTAINED, OUTCOME_MATCH, classification_outcome
+
+
+class FeedbackRefused(ValidationError):
+    """The job does not take feedback in its state (not finished, showed no car models, already reviewed)."""
 
 
 def feedback_submit(classification: Classification, *, car_model: CarModel | None, confirm: bool) -> Feedback:
     """Record that the best match was right (``confirm``) or which catalog model the photo really shows.
 
-    A visitor may change their mind until staff have reviewed the feedback.
+    Only a finished job that showed car models (a match, or the candidates it was not sure between) takes
+    feedback. A visitor may change their mind until staff have reviewed the feedback.
     """
     if classification.status != ClassificationStatus.DONE:
-        raise ValidationError("Feedback can be given once the photo has been classified.")
+        raise FeedbackRefused("Feedback can be given once the photo has been classified.", code="not_finished")
+    if classification_outcome(classification) not in (OUTCOME_MATCH, OUTCOME_ABSTAINED):
+        raise FeedbackRefused(
+            "This photo was not matched to any car model, so there is nothing to confirm or correct.",
+            code="no_predictions",
+        )
     if confirm:
         if classification.predicted_car_model_id is None:
             raise ValidationError("There is no match to confirm; pick the right model instead.")
@@ -30,7 +41,7 @@ def feedback_submit(classification: Classification, *, car_model: CarModel | Non
     with transaction.atomic():
         feedback = Feedback.objects.select_for_update().filter(classification=classification).first()
         if feedback is not None and feedback.status != FeedbackStatus.PENDING:
-            raise ValidationError("This feedback has already been reviewed; thank you.")
+            raise FeedbackRefused("This feedback has already been reviewed; thank you.", code="already_reviewed")
         if feedback is None:
             feedback = Feedback(classification=classification)
         feedback.car_model = car_model

@@ -43,6 +43,9 @@ def page(live_server, monkeypatch):
         context = browser.new_context(viewport={"width": 1100, "height": 900})
         page = context.new_page()
         page.set_default_timeout(60_000)  # the first classification loads both models
+        # Chromium reports on the console whatever the Content-Security-Policy blocked: no test may see any.
+        blocked: list[str] = []
+        page.on("console", lambda message: "Content Security Policy" in message.text and blocked.append(message.text))
         yield page
         # Database work done while Playwright's loop runs gets its own connection (Django keeps them per
         # async context); close it here, or the test database cannot be dropped at the end of the session.
@@ -51,6 +54,7 @@ def page(live_server, monkeypatch):
         connections.close_all()
         context.close()
         browser.close()
+    assert blocked == []
 
 
 def test_upload_result_feedback_and_curated_spec(
@@ -237,3 +241,37 @@ def test_abstained_result_offers_its_likely_models_and_one_click_answers(
     page.wait_for_selector("[data-testid=feedback-thanks]")
     feedback = Feedback.objects.get()
     assert feedback.car_model.make_and_model == picked and not feedback.is_confirmation
+
+
+def test_every_page_type_works_under_the_content_security_policy(
+    page, live_server, transactional_db, django_user_model
+):
+    from catalog.services import car_model_get_or_create
+    from classifier.services.classification import Upload, classification_create
+    from tests.classification.conftest import image_bytes
+
+    car_model, _ = car_model_get_or_create(make="Acura", model="MDX", year=2023, defaults={"msrp_usd": 49550})
+    job = classification_create(Upload(image_bytes("JPEG", size=(400, 300)), "car.jpg"))
+    for path, ready in (
+        ("/", "main"),
+        ("/catalog/", "main"),
+        (car_model.get_absolute_url(), "main"),
+        ("/classify/", "#dropzone"),
+        (f"/classify/{job.pk}/", "#result-panel"),
+        ("/api/docs/", ".swagger-ui .info .title"),  # rendered by Swagger UI's script: it ran
+    ):
+        response = page.goto(f"{live_server.url}{path}")
+        assert response.headers["content-security-policy"].startswith("default-src 'self'"), path
+        page.wait_for_selector(ready)
+
+    django_user_model.objects.create_superuser("curator", "curator@example.com", "a-long-curator-password")
+    page.goto(f"{live_server.url}/admin/login/")
+    page.fill("#id_username", "curator")
+    page.fill("#id_password", "a-long-curator-password")
+    page.click("input[type=submit]")
+    page.wait_for_selector("#site-name")
+    for path in ("/admin/classifier/classification/", f"/admin/classifier/classification/{job.pk}/change/"):
+        page.goto(f"{live_server.url}{path}")
+        page.wait_for_selector("#content")
+    # The admin's own stylesheet (thumbnails) loaded: the photo is sized by a class, not an inline style.
+    assert page.evaluate("getComputedStyle(document.querySelector('img.admin-photo-preview')).maxWidth") == "480px"

@@ -24,7 +24,7 @@ DETAIL_PHOTO = "Acura_NSX_2003_89_17_250_30_6_71_46_174_17_RWD_2_2_2dr_MuR.jpg"
 
 def _classify(data: bytes, django_capture_on_commit_callbacks, name: str = "photo.jpg") -> Classification:
     with django_capture_on_commit_callbacks(execute=True):
-        created = classification_create(Upload(data, name), session_key="s" * 32)
+        created = classification_create(Upload(data, name), owner_token="s" * 32)
     return classification_get(created.pk)
 
 
