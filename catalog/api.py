@@ -9,6 +9,7 @@ from typing import Any
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
 from django.db.models import QuerySet
+from django.http import Http404
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
@@ -23,7 +24,7 @@ from rest_framework.routers import DefaultRouter
 from rest_framework.serializers import BaseSerializer
 
 from catalog import imaging, selectors, services
-from catalog.filters import AliasOrderingFilter, CarImageFilter, CarModelFilter
+from catalog.filters import CarImageFilter, CarModelFilter
 from catalog.models import CarImage, CarModel, ImageOrigin, Manufacturer
 from catalog.serializers import (
     CarImageSerializer,
@@ -38,9 +39,28 @@ from catalog.serializers import (
 
 
 class CatalogPagination(PageNumberPagination):
+    """Page numbers; a page or page size that is not a whole number from 1 is refused (400), not ignored."""
+
     page_size = 20
     page_size_query_param = "page_size"
     max_page_size = 200
+
+    def _positive(self, request: Request, param: str) -> int | None:
+        value = request.query_params.get(param)
+        if value is None:
+            return None
+        if not (value.isascii() and value.isdigit() and int(value) >= 1):
+            raise ApiValidationError({param: ["Enter a whole number from 1."]})
+        return int(value)
+
+    def get_page_size(self, request: Request) -> int:
+        page_size = self._positive(request, self.page_size_query_param)
+        return self.page_size if page_size is None else min(page_size, self.max_page_size)
+
+    def get_page_number(self, request: Request, paginator: Any) -> int | str:
+        if request.query_params.get(self.page_query_param) in self.last_page_strings:
+            return super().get_page_number(request, paginator)
+        return self._positive(request, self.page_query_param) or 1
 
 
 class Conflict(APIException):
@@ -67,9 +87,10 @@ class IdOrSlugLookupMixin:
 
     def get_object(self) -> Any:
         queryset = self.filter_queryset(self.get_queryset())
-        value = str(self.kwargs[self.lookup_url_kwarg])
-        lookup = {"pk": int(value)} if value.isdigit() else {"slug": value}
-        obj = get_object_or_404(queryset, **lookup)
+        lookup = selectors.id_or_slug_filter(str(self.kwargs[self.lookup_url_kwarg]))
+        if lookup is None:
+            raise Http404
+        obj = get_object_or_404(queryset, lookup)
         self.check_object_permissions(self.request, obj)
         return obj
 
@@ -97,7 +118,8 @@ class ManufacturerViewSet(IdOrSlugLookupMixin, viewsets.ModelViewSet):
 
     def perform_update(self, serializer: BaseSerializer) -> None:
         try:
-            services.manufacturer_update(serializer.instance, name=serializer.validated_data["name"])
+            name = serializer.validated_data.get("name", serializer.instance.name)
+            services.manufacturer_update(serializer.instance, name=name)
         except DjangoValidationError as exc:
             raise _api_error(exc) from None
 
@@ -123,10 +145,6 @@ class CarModelViewSet(IdOrSlugLookupMixin, viewsets.ModelViewSet):
     """Car models by model year; the detail adds specifications and images grouped by view."""
 
     pagination_class = CatalogPagination
-    filter_backends = [
-        *[b for b in viewsets.ModelViewSet.filter_backends if b.__name__ != "OrderingFilter"],
-        AliasOrderingFilter,
-    ]
     filterset_class = CarModelFilter
     search_fields = ["label", "name", "manufacturer__name"]
     ordering_fields = ["label", "year", "msrp_usd", "manufacturer"]

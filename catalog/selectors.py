@@ -1,11 +1,28 @@
 """Reads from the catalog, shaped for pages, the API and the classifier."""
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from django.db.models import Count, Exists, OuterRef, Prefetch, Q, QuerySet
 
 from catalog.models import CarImage, CarModel, ImageView, Manufacturer, Specification
+
+
+# What ``slugify`` makes; its all-digit values are ids.
+ID_OR_SLUG = re.compile(r"\A[-a-zA-Z0-9_]+\Z")
+
+
+def id_or_slug_filter(value: str, prefix: str = "") -> Q | None:
+    """The filter for a numeric id or a slug, or None when ``value`` can be neither.
+
+    Only ASCII digits make an id (``"²".isdigit()`` is true, yet ``int("²")`` fails), and text that
+    no slug has (NUL, which PostgreSQL refuses, among it) never reaches the database.
+    """
+    if not ID_OR_SLUG.match(value):
+        return None
+    field = f"{prefix}__" if prefix else ""
+    return Q(**{f"{field}pk": int(value)}) if value.isdigit() else Q(**{f"{field}slug": value})
 
 
 def manufacturer_list() -> QuerySet[Manufacturer]:
