@@ -8,7 +8,6 @@ from django.db.models import Count, Exists, OuterRef, Prefetch, Q, QuerySet
 
 from catalog.models import CarImage, CarModel, ImageView, Manufacturer, Specification
 
-
 # What ``slugify`` makes; its all-digit values are ids.
 ID_OR_SLUG = re.compile(r"\A[-a-zA-Z0-9_]+\Z")
 
