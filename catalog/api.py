@@ -23,6 +23,7 @@ from rest_framework.response import Response
 from rest_framework.routers import DefaultRouter
 from rest_framework.serializers import BaseSerializer
 
+from carsite.schema import VALIDATION_ERROR_SCHEMA, DetailErrorSerializer
 from catalog import imaging, selectors, services
 from catalog.filters import CarImageFilter, CarModelFilter
 from catalog.models import CarImage, CarModel, ImageOrigin, Manufacturer
@@ -57,6 +58,12 @@ class CatalogPagination(PageNumberPagination):
         page_size = self._positive(request, self.page_size_query_param)
         return self.page_size if page_size is None else min(page_size, self.max_page_size)
 
+    def get_schema_operation_parameters(self, view: Any) -> list[dict]:
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            parameter["schema"]["minimum"] = 1
+        return parameters
+
     def get_page_number(self, request: Request, paginator: Any) -> int | str:
         if request.query_params.get(self.page_query_param) in self.last_page_strings:
             return super().get_page_number(request, paginator)
@@ -76,7 +83,6 @@ def _api_error(exc: DjangoValidationError | ValueError) -> ApiValidationError:
 
 
 ID_OR_SLUG = OpenApiParameter("id_or_slug", OpenApiTypes.STR, OpenApiParameter.PATH, description="Numeric id or slug.")
-_DETAIL_ACTIONS = ("retrieve", "update", "partial_update", "destroy")
 
 
 class IdOrSlugLookupMixin:
@@ -95,7 +101,15 @@ class IdOrSlugLookupMixin:
         return obj
 
 
-@extend_schema_view(**{action: extend_schema(parameters=[ID_OR_SLUG]) for action in _DETAIL_ACTIONS})
+STILL_USED = OpenApiResponse(DetailErrorSerializer, description="Refused while other catalog rows still use it.")
+
+
+@extend_schema_view(
+    retrieve=extend_schema(parameters=[ID_OR_SLUG]),
+    update=extend_schema(parameters=[ID_OR_SLUG]),
+    partial_update=extend_schema(parameters=[ID_OR_SLUG]),
+    destroy=extend_schema(parameters=[ID_OR_SLUG], responses={204: None, 409: STILL_USED}),
+)
 class ManufacturerViewSet(IdOrSlugLookupMixin, viewsets.ModelViewSet):
     """Car manufacturers with their number of car models."""
 
@@ -112,7 +126,8 @@ class ManufacturerViewSet(IdOrSlugLookupMixin, viewsets.ModelViewSet):
 
     def perform_create(self, serializer: BaseSerializer) -> None:
         try:
-            serializer.instance = services.manufacturer_get_or_create(serializer.validated_data["name"])
+            manufacturer = services.manufacturer_get_or_create(serializer.validated_data["name"])
+            serializer.instance = self.get_queryset().get(pk=manufacturer.pk)  # with its model_count
         except DjangoValidationError as exc:
             raise _api_error(exc) from None
 
@@ -132,8 +147,14 @@ class ManufacturerViewSet(IdOrSlugLookupMixin, viewsets.ModelViewSet):
 
 @extend_schema_view(
     retrieve=extend_schema(parameters=[ID_OR_SLUG]),
-    destroy=extend_schema(parameters=[ID_OR_SLUG]),
-    create=extend_schema(request=CarModelCreateSerializer, responses={201: CarModelDetailSerializer}),
+    destroy=extend_schema(parameters=[ID_OR_SLUG], responses={204: None, 409: STILL_USED}),
+    create=extend_schema(
+        request=CarModelCreateSerializer,
+        responses={
+            201: CarModelDetailSerializer,
+            409: OpenApiResponse(DetailErrorSerializer, description="This car model is already in the catalog."),
+        },
+    ),
     update=extend_schema(
         parameters=[ID_OR_SLUG], request=CarModelUpdateSerializer, responses={200: CarModelDetailSerializer}
     ),
@@ -217,8 +238,12 @@ class CarModelViewSet(IdOrSlugLookupMixin, viewsets.ModelViewSet):
         request={"multipart/form-data": CarImageUploadSerializer},
         responses={
             201: CarImageSerializer,
-            400: OpenApiResponse(description="Not an acceptable image."),
-            409: OpenApiResponse(description="This car model already has this image (or a near-copy)."),
+            400: OpenApiResponse(
+                VALIDATION_ERROR_SCHEMA, description="Not an acceptable image, or a field is invalid."
+            ),
+            409: OpenApiResponse(
+                DetailErrorSerializer, description="This car model already has this image (or a near-copy)."
+            ),
         },
     ),
     partial_update=extend_schema(request=CarImageUpdateSerializer, responses={200: CarImageSerializer}),
@@ -241,6 +266,7 @@ class CarImageViewSet(
     ordering = ["id"]
     parser_classes = [MultiPartParser, FormParser, JSONParser]
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
+    lookup_value_regex = r"[^/]+"  # any id reaches the view, which answers 404 in JSON
 
     def get_queryset(self) -> QuerySet[CarImage]:
         return CarImage.objects.select_related("car_model").order_by("id")

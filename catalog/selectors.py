@@ -9,7 +9,7 @@ from django.db.models import Count, Exists, OuterRef, Prefetch, Q, QuerySet
 from catalog.models import CarImage, CarModel, ImageView, Manufacturer, Specification
 
 # What ``slugify`` makes; its all-digit values are ids.
-ID_OR_SLUG = re.compile(r"\A[-a-zA-Z0-9_]+\Z")
+ID_OR_SLUG_PATTERN = r"[-a-zA-Z0-9_]+"
 
 
 def id_or_slug_filter(value: str, prefix: str = "") -> Q | None:
@@ -18,7 +18,7 @@ def id_or_slug_filter(value: str, prefix: str = "") -> Q | None:
     Only ASCII digits make an id (``"²".isdigit()`` is true, yet ``int("²")`` fails), and text that
     no slug has (NUL, which PostgreSQL refuses, among it) never reaches the database.
     """
-    if not ID_OR_SLUG.match(value):
+    if not re.fullmatch(ID_OR_SLUG_PATTERN, value):
         return None
     field = f"{prefix}__" if prefix else ""
     return Q(**{f"{field}pk": int(value)}) if value.isdigit() else Q(**{f"{field}slug": value})
@@ -57,9 +57,7 @@ def car_model_get(*, slug: str | None = None, pk: int | None = None) -> CarModel
     return queryset.get(slug=slug) if slug is not None else queryset.get(pk=pk)
 
 
-def car_model_gallery(
-    car_model: CarModel, *, view: str, limit: int = 12, other_years: bool = False
-) -> list[CarImage]:
+def car_model_gallery(car_model: CarModel, *, view: str, limit: int = 12, other_years: bool = False) -> list[CarImage]:
     """Images of ``car_model`` in ``view``; with ``other_years``, when it has none, those of the same
     make and model from other model years, newest first (each image's own car model says which)."""
     own = list(

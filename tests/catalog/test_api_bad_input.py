@@ -51,6 +51,11 @@ def test_a_detail_that_is_neither_an_id_nor_a_slug_is_404(client, car_model, res
         ("/api/v1/models/?ordering=bogus", "ordering"),
         ("/api/v1/manufacturers/?ordering=-slug", "ordering"),
         ("/api/v1/images/?ordering=id,sha256", "ordering"),
+        # A parameter that is sent needs a value.
+        ("/api/v1/models/?manufacturer=", "manufacturer"),
+        ("/api/v1/images/?car_model=", "car_model"),
+        ("/api/v1/models/?has_specs=", "has_specs"),
+        ("/api/v1/models/?ordering=", "ordering"),
     ],
 )
 def test_an_invalid_query_value_is_refused_with_400_naming_the_parameter(client, car_model, url, param):
@@ -71,6 +76,23 @@ def test_valid_query_values_still_filter_order_and_page(client, car_model):
     assert client.get("/api/v1/models/", {"page": "2"}).status_code == 404  # a real number past the end
 
 
+@pytest.mark.parametrize(
+    "url",
+    ["/api/v1/images/1.5/", "/api/v1/classifications/not.a.uuid/", "/api/v1/no-such-resource/", "/api/v1/models/a/b/"],
+)
+def test_an_api_url_that_matches_no_route_is_404_in_json(client, url):
+    response = client.get(url)
+
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/json"
+
+
+def test_an_unknown_classification_id_with_a_dot_is_404_in_the_classification_error_shape(client):
+    response = client.get("/api/v1/classifications/not.a.uuid/")
+
+    assert response.json()["error"]["code"] == "not_found"
+
+
 def test_staff_patch_of_a_manufacturer_with_an_empty_body_changes_nothing(staff_api_client, car_model):
     staff_api_client.raise_request_exception = False
 
@@ -79,6 +101,13 @@ def test_staff_patch_of_a_manufacturer_with_an_empty_body_changes_nothing(staff_
     assert response.status_code == 200
     assert response.json()["name"] == "Acura"
     assert Manufacturer.objects.get(slug="acura").name == "Acura"
+
+
+def test_a_created_manufacturer_is_answered_with_its_model_count(staff_api_client, db):
+    response = staff_api_client.post("/api/v1/manufacturers/", {"name": "Kia"}, format="json")
+
+    assert response.status_code == 201
+    assert response.json()["model_count"] == 0
 
 
 def test_an_image_without_a_source_reads_source_url_null(staff_api_client, car_model):
