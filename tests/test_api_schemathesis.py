@@ -96,6 +96,13 @@ def test_staff(case, staff_headers):
     case.call_and_validate(headers=staff_headers, excluded_checks=[ignored_auth])
 
 
+STATEFUL = hypothesis_settings(HYPOTHESIS, stateful_step_count=6)
+
+
+def test_stateful_anonymous():
+    anonymous_schema.as_state_machine().run(settings=STATEFUL)
+
+
 def test_stateful_staff(staff_headers):
     class StaffStateMachine(staff_schema.as_state_machine()):
         def get_call_kwargs(self, case):
@@ -104,4 +111,4 @@ def test_stateful_staff(staff_headers):
         def validate_response(self, response, case, additional_checks=None, **kwargs):
             case.validate_response(response, excluded_checks=[ignored_auth], transport_kwargs=kwargs)
 
-    StaffStateMachine.run(settings=hypothesis_settings(HYPOTHESIS, stateful_step_count=6))
+    StaffStateMachine.run(settings=STATEFUL)
