@@ -170,11 +170,11 @@ REST_FRAMEWORK = {
     "DEFAULT_FILTER_BACKENDS": [
         "django_filters.rest_framework.DjangoFilterBackend",
         "rest_framework.filters.SearchFilter",
-        "rest_framework.filters.OrderingFilter",
+        "catalog.filters.AliasOrderingFilter",
     ],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 20,
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "carsite.schema.AutoSchema",
     "DEFAULT_THROTTLE_RATES": {
         "classify_anon": env.str("CLASSIFY_ANON_RATE", default="30/minute"),
         "classify_user": env.str("CLASSIFY_USER_RATE", default="300/minute"),
@@ -231,9 +231,7 @@ CELERY_BEAT_SCHEDULE: dict = {}
 # --- carsite ---
 CARSITE_SHARED_DATA_DIR = Path(env.str("CARSITE_SHARED_DATA_DIR", default=str(BASE_DIR.parent / "shared" / "data")))
 # Labelled demo photos imported and trained on by the run command when present.
-CARSITE_DEMO_PHOTOS_DIR = Path(
-    env.str("CARSITE_DEMO_PHOTOS_DIR", default=str(CARSITE_SHARED_DATA_DIR / "car-photos"))
-)
+CARSITE_DEMO_PHOTOS_DIR = Path(env.str("CARSITE_DEMO_PHOTOS_DIR", default=str(CARSITE_SHARED_DATA_DIR / "car-photos")))
 CARSITE_MODELS_DIR = Path(env.str("CARSITE_MODELS_DIR", default=str(VAR_DIR / "models")))
 # Compiled (traced and frozen) model graphs kept between worker starts; empty: compile at every start.
 CARSITE_COMPILED_MODELS_DIR = env.str("CARSITE_COMPILED_MODELS_DIR", default=str(CARSITE_MODELS_DIR / "compiled"))

@@ -4,6 +4,8 @@ from django.urls import include, path, re_path
 from django.views.static import serve
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
+handler404 = "carsite.errors.page_not_found"
+
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include("carsite.api_urls")),

@@ -10,6 +10,7 @@ from typing import Any
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
 from django.db.models import QuerySet
+from django.http import Http404
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
@@ -23,8 +24,9 @@ from rest_framework.response import Response
 from rest_framework.routers import DefaultRouter
 from rest_framework.serializers import BaseSerializer
 
+from carsite.schema import VALIDATION_ERROR_SCHEMA, DetailErrorSerializer
 from catalog import imaging, selectors, services
-from catalog.filters import AliasOrderingFilter, CarImageFilter, CarModelFilter
+from catalog.filters import CarImageFilter, CarModelFilter
 from catalog.models import CarImage, CarModel, ImageOrigin, Manufacturer
 from catalog.serializers import (
     CarImageSerializer,
@@ -39,9 +41,34 @@ from catalog.serializers import (
 
 
 class CatalogPagination(PageNumberPagination):
+    """Page numbers; a page or page size that is not a whole number from 1 is refused (400), not ignored."""
+
     page_size = 20
     page_size_query_param = "page_size"
     max_page_size = 200
+
+    def _positive(self, request: Request, param: str) -> int | None:
+        value = request.query_params.get(param)
+        if value is None:
+            return None
+        if not (value.isascii() and value.isdigit() and int(value) >= 1):
+            raise ApiValidationError({param: ["Enter a whole number from 1."]})
+        return int(value)
+
+    def get_page_size(self, request: Request) -> int:
+        page_size = self._positive(request, self.page_size_query_param)
+        return self.page_size if page_size is None else min(page_size, self.max_page_size)
+
+    def get_schema_operation_parameters(self, view: Any) -> list[dict]:
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            parameter["schema"]["minimum"] = 1
+        return parameters
+
+    def get_page_number(self, request: Request, paginator: Any) -> int | str:
+        if request.query_params.get(self.page_query_param) in self.last_page_strings:
+            return super().get_page_number(request, paginator)
+        return self._positive(request, self.page_query_param) or 1
 
 
 class Conflict(APIException):
@@ -57,7 +84,6 @@ def _api_error(exc: DjangoValidationError | ValueError) -> ApiValidationError:
 
 
 ID_OR_SLUG = OpenApiParameter("id_or_slug", OpenApiTypes.STR, OpenApiParameter.PATH, description="Numeric id or slug.")
-_DETAIL_ACTIONS = ("retrieve", "update", "partial_update", "destroy")
 
 
 class IdOrSlugLookupMixin:
@@ -68,14 +94,23 @@ class IdOrSlugLookupMixin:
 
     def get_object(self) -> Any:
         queryset = self.filter_queryset(self.get_queryset())
-        value = str(self.kwargs[self.lookup_url_kwarg])
-        lookup = {"pk": int(value)} if value.isdigit() else {"slug": value}
-        obj = get_object_or_404(queryset, **lookup)
+        lookup = selectors.id_or_slug_filter(str(self.kwargs[self.lookup_url_kwarg]))
+        if lookup is None:
+            raise Http404
+        obj = get_object_or_404(queryset, lookup)
         self.check_object_permissions(self.request, obj)
         return obj
 
 
-@extend_schema_view(**{action: extend_schema(parameters=[ID_OR_SLUG]) for action in _DETAIL_ACTIONS})
+STILL_USED = OpenApiResponse(DetailErrorSerializer, description="Refused while other catalog rows still use it.")
+
+
+@extend_schema_view(
+    retrieve=extend_schema(parameters=[ID_OR_SLUG]),
+    update=extend_schema(parameters=[ID_OR_SLUG]),
+    partial_update=extend_schema(parameters=[ID_OR_SLUG]),
+    destroy=extend_schema(parameters=[ID_OR_SLUG], responses={204: None, 409: STILL_USED}),
+)
 class ManufacturerViewSet(IdOrSlugLookupMixin, viewsets.ModelViewSet):
     """Car manufacturers with their number of car models."""
 
@@ -92,13 +127,15 @@ class ManufacturerViewSet(IdOrSlugLookupMixin, viewsets.ModelViewSet):
 
     def perform_create(self, serializer: BaseSerializer) -> None:
         try:
-            serializer.instance = services.manufacturer_get_or_create(serializer.validated_data["name"])
+            manufacturer = services.manufacturer_get_or_create(serializer.validated_data["name"])
+            serializer.instance = self.get_queryset().get(pk=manufacturer.pk)  # with its model_count
         except DjangoValidationError as exc:
             raise _api_error(exc) from None
 
     def perform_update(self, serializer: BaseSerializer) -> None:
         try:
-            services.manufacturer_update(serializer.instance, name=serializer.validated_data["name"])
+            name = serializer.validated_data.get("name", serializer.instance.name)
+            services.manufacturer_update(serializer.instance, name=name)
         except DjangoValidationError as exc:
             raise _api_error(exc) from None
 
@@ -111,8 +148,14 @@ class ManufacturerViewSet(IdOrSlugLookupMixin, viewsets.ModelViewSet):
 
 @extend_schema_view(
     retrieve=extend_schema(parameters=[ID_OR_SLUG]),
-    destroy=extend_schema(parameters=[ID_OR_SLUG]),
-    create=extend_schema(request=CarModelCreateSerializer, responses={201: CarModelDetailSerializer}),
+    destroy=extend_schema(parameters=[ID_OR_SLUG], responses={204: None, 409: STILL_USED}),
+    create=extend_schema(
+        request=CarModelCreateSerializer,
+        responses={
+            201: CarModelDetailSerializer,
+            409: OpenApiResponse(DetailErrorSerializer, description="This car model is already in the catalog."),
+        },
+    ),
     update=extend_schema(
         parameters=[ID_OR_SLUG], request=CarModelUpdateSerializer, responses={200: CarModelDetailSerializer}
     ),
@@ -124,10 +167,6 @@ class CarModelViewSet(IdOrSlugLookupMixin, viewsets.ModelViewSet):
     """Car models by model year; the detail adds specifications and images grouped by view."""
 
     pagination_class = CatalogPagination
-    filter_backends = [
-        *[b for b in viewsets.ModelViewSet.filter_backends if b.__name__ != "OrderingFilter"],
-        AliasOrderingFilter,
-    ]
     filterset_class = CarModelFilter
     search_fields = ["label", "name", "manufacturer__name"]
     ordering_fields = ["label", "year", "msrp_usd", "manufacturer"]
@@ -200,8 +239,12 @@ class CarModelViewSet(IdOrSlugLookupMixin, viewsets.ModelViewSet):
         request={"multipart/form-data": CarImageUploadSerializer},
         responses={
             201: CarImageSerializer,
-            400: OpenApiResponse(description="Not an acceptable image."),
-            409: OpenApiResponse(description="This car model already has this image (or a near-copy)."),
+            400: OpenApiResponse(
+                VALIDATION_ERROR_SCHEMA, description="Not an acceptable image, or a field is invalid."
+            ),
+            409: OpenApiResponse(
+                DetailErrorSerializer, description="This car model already has this image (or a near-copy)."
+            ),
         },
     ),
     partial_update=extend_schema(request=CarImageUpdateSerializer, responses={200: CarImageSerializer}),
@@ -224,6 +267,7 @@ class CarImageViewSet(
     ordering = ["id"]
     parser_classes = [MultiPartParser, FormParser, JSONParser]
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
+    lookup_value_regex = r"[^/]+"  # any id reaches the view, which answers 404 in JSON
 
     def get_queryset(self) -> QuerySet[CarImage]:
         return CarImage.objects.select_related("car_model").order_by("id")

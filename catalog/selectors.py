@@ -1,5 +1,6 @@
 """Reads from the catalog, shaped for pages, the API and the classifier."""
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -7,6 +8,21 @@ from django.db.models import Count, Exists, F, OuterRef, Prefetch, Q, QuerySet
 from django.db.models.functions import Abs
 
 from catalog.models import CarImage, CarModel, ImageView, Manufacturer, Specification
+
+# What ``slugify`` makes; its all-digit values are ids.
+ID_OR_SLUG_PATTERN = r"[-a-zA-Z0-9_]+"
+
+
+def id_or_slug_filter(value: str, prefix: str = "") -> Q | None:
+    """The filter for a numeric id or a slug, or None when ``value`` can be neither.
+
+    Only ASCII digits make an id (``"²".isdigit()`` is true, yet ``int("²")`` fails), and text that
+    no slug has (NUL, which PostgreSQL refuses, among it) never reaches the database.
+    """
+    if not re.fullmatch(ID_OR_SLUG_PATTERN, value):
+        return None
+    field = f"{prefix}__" if prefix else ""
+    return Q(**{f"{field}pk": int(value)}) if value.isdigit() else Q(**{f"{field}slug": value})
 
 
 def manufacturer_list() -> QuerySet[Manufacturer]:

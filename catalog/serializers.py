@@ -44,8 +44,18 @@ class SpecificationSerializer(serializers.ModelSerializer):
         read_only_fields = ["source", "updated_at"]
 
 
+class BlankAsNullURLField(serializers.URLField):
+    """A URL that reads as null when there is none (the column stores "")."""
+
+    def to_representation(self, value: str) -> str | None:
+        return value or None
+
+
 class CarImageSerializer(serializers.ModelSerializer):
     image = serializers.ImageField(read_only=True, help_text="Absolute URL of the stored JPEG.")
+    source_url = BlankAsNullURLField(
+        read_only=True, allow_null=True, help_text="Where the image was found; null when it has no source."
+    )
 
     class Meta:
         model = CarImage

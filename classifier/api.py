@@ -61,6 +61,8 @@ class ClassificationViewSet(mixins.CreateModelMixin, mixins.RetrieveModelMixin, 
     serializer_class = ClassificationSerializer
     permission_classes = [AllowAny]
     parser_classes = [MultiPartParser, FormParser]
+    error_serializer = ErrorSerializer  # the error body the schema documents (see handle_exception)
+    lookup_value_regex = r"[^/]+"  # any id reaches handle_exception's 404, in this API's error shape
     # Listing is left out on purpose: jobs are private to whoever holds their UUID.
 
     def get_throttles(self) -> list:
@@ -89,7 +91,9 @@ class ClassificationViewSet(mixins.CreateModelMixin, mixins.RetrieveModelMixin, 
                 "The Location header points at the (first) job.",
             ),
             400: OpenApiResponse(ErrorSerializer, description="Not an acceptable image; nothing was stored."),
+            413: OpenApiResponse(ErrorSerializer, description="The request body is too large; nothing was stored."),
             429: OpenApiResponse(ErrorSerializer, description="Too many uploads from this client; retry later."),
+            503: OpenApiResponse(ErrorSerializer, description="The task queue is unavailable; retry later."),
         },
         examples=[
             OpenApiExample(

@@ -215,3 +215,25 @@ def test_models_filter_by_model_line_lists_its_years(client, db):
     assert sorted(row["year"] for row in body["results"]) == [2019, 2020, 2023]
     body = client.get("/api/v1/models/", {"model": "MDX", "year": 2020}).json()
     assert [row["label"] for row in body["results"]] == ["2020 Acura MDX"]
+
+
+def test_schema_documents_the_error_answers_with_their_bodies(api_client):
+    schema = api_client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    paths = schema["paths"]
+
+    def body(operation, code):
+        return operation["responses"][code]["content"]["application/json"]["schema"]
+
+    models_list = paths["/api/v1/models/"]["get"]
+    assert {"200", "400", "403", "404"} <= set(models_list["responses"])
+    assert "oneOf" in body(models_list, "400")
+    assert {} in models_list["security"], "anyone may read"
+    assert body(paths["/api/v1/models/{id_or_slug}/"]["delete"], "409") == {"$ref": "#/components/schemas/Error"}
+    assert {"400", "403", "404"} <= set(paths["/api/v1/models/{id_or_slug}/"]["patch"]["responses"])
+    assert {"403", "409"} <= set(paths["/api/v1/images/"]["post"]["responses"])
+    upload = paths["/api/v1/classifications/"]["post"]["responses"]
+    assert {"400", "403", "413", "429", "503"} <= set(upload)
+    assert body({"responses": upload}, "403") == {"$ref": "#/components/schemas/ClassificationError"}
+    assert schema["components"]["schemas"]["CarImage"]["properties"]["source_url"]["nullable"] is True
+    ordering = next(p for p in models_list["parameters"] if p["name"] == "ordering")
+    assert "-msrp_usd" in ordering["schema"]["enum"]

@@ -1,0 +1,71 @@
+"""OpenAPI generation: every operation also documents the error answers DRF really gives it.
+
+A view states its error body with ``error_serializer`` (the catalog answers ``{"detail": ...}``, the
+classification API ``{"error": {"code", "message"}}``); answers a view gives on purpose (409, 413, …)
+are declared on the view with ``extend_schema`` and are kept as they are.
+"""
+
+from typing import Any
+
+from drf_spectacular.openapi import AutoSchema as SpectacularAutoSchema
+from drf_spectacular.utils import OpenApiResponse, inline_serializer
+from rest_framework import serializers
+from rest_framework.permissions import SAFE_METHODS
+
+from carsite.permissions import IsStaffOrReadOnly
+
+DetailErrorSerializer = inline_serializer("Error", {"detail": serializers.CharField()})
+
+# DRF's validation errors: field name -> its messages (an object of the same shape for a nested field;
+# "detail" for an unreadable body), or a plain list of messages.
+VALIDATION_ERROR_SCHEMA = {
+    "oneOf": [
+        {"type": "object", "additionalProperties": {}},
+        {"type": "array", "items": {"type": "string"}},
+    ]
+}
+
+WRITE_METHODS = ("POST", "PUT", "PATCH")
+
+
+class AutoSchema(SpectacularAutoSchema):
+    def get_auth(self) -> list[dict]:
+        auths = super().get_auth()
+        # Anyone may read the catalog: credentials are optional there.
+        readable = any(isinstance(permission, IsStaffOrReadOnly) for permission in self.view.get_permissions())
+        if readable and self.method in SAFE_METHODS and {} not in auths:
+            auths.append({})
+        return auths
+
+    def _get_response_bodies(self, direction: str = "response") -> dict[str, Any]:
+        responses = super()._get_response_bodies(direction)
+        if direction != "response":
+            return responses
+        for code, description in self._error_answers().items():
+            if code not in responses:
+                responses[code] = self._get_response_for_code(
+                    OpenApiResponse(self._error_body(code), description=description), code
+                )
+        return responses
+
+    def _error_body(self, code: str) -> Any:
+        error_serializer = getattr(self.view, "error_serializer", None)
+        if error_serializer is not None:
+            return error_serializer
+        return VALIDATION_ERROR_SCHEMA if code == "400" else DetailErrorSerializer
+
+    def _error_answers(self) -> dict[str, str]:
+        answers = {}
+        is_list = self.method == "GET" and self._is_list_view()
+        has_query = is_list and bool(self._get_filter_parameters() + self._get_pagination_parameters())
+        if self.method in WRITE_METHODS or has_query:
+            answers["400"] = "Invalid request: the body or a query parameter is refused."
+        # SessionAuthentication comes first, so DRF answers 403 (not 401) for missing or bad credentials.
+        answers["403"] = "Bad credentials, or not allowed (writes need staff)."
+        if "{" in self.path:
+            answers["404"] = "No such object."
+        elif is_list and self._get_paginator():
+            answers["404"] = "A page number past the last page."
+        if self.view.get_throttles():
+            answers["429"] = "Too many requests from this client; retry later (Retry-After)."
+        return answers
