@@ -17,12 +17,12 @@ from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.routers import DefaultRouter
-from rest_framework.throttling import SimpleRateThrottle
 
 from catalog.imaging import ImageRejected
 from classifier.selectors.classifications import classification_queryset, with_predictions
 from classifier.serializers import ClassificationSerializer, UploadRequestSerializer, accepted_job_data
 from classifier.services.classification import Upload, batch_limit, classification_create_batch, upload_read
+from classifier.services.throttling import UploadThrottled, uploads_throttle
 
 ErrorSerializer = inline_serializer(
     "ClassificationError",
@@ -35,22 +35,6 @@ ErrorSerializer = inline_serializer(
 BatchSerializer = inline_serializer("ClassificationBatch", {"results": ClassificationSerializer(many=True)})
 
 
-class ClassifyRateThrottle(SimpleRateThrottle):
-    """Uploads per client: anonymous callers by IP (scope classify_anon), token users by account (classify_user)."""
-
-    def get_cache_key(self, request: Request, view: Any) -> str:
-        if request.user and request.user.is_authenticated:
-            self.scope, ident = "classify_user", f"user-{request.user.pk}"
-        else:
-            self.scope, ident = "classify_anon", f"ip-{self.get_ident(request)}"
-        self.rate = self.get_rate()
-        self.num_requests, self.duration = self.parse_rate(self.rate)
-        return self.cache_format % {"scope": self.scope, "ident": ident}
-
-    def get_rate(self) -> str | None:
-        return self.THROTTLE_RATES.get(getattr(self, "scope", None) or "classify_anon")
-
-
 def _error(code: str, message: str, http_status: int) -> Response:
     return Response({"error": {"code": code, "message": message}}, status=http_status)
 
@@ -61,9 +45,6 @@ class ClassificationViewSet(mixins.CreateModelMixin, mixins.RetrieveModelMixin, 
     permission_classes = [AllowAny]
     parser_classes = [MultiPartParser, FormParser]
     # Listing is left out on purpose: jobs are private to whoever holds their UUID.
-
-    def get_throttles(self) -> list:
-        return [ClassifyRateThrottle()] if self.action == "create" else []
 
     def handle_exception(self, exc: Exception) -> Response:
         """Every error in the same shape as rejected images: {"error": {"code", "message"}}."""
@@ -88,7 +69,10 @@ class ClassificationViewSet(mixins.CreateModelMixin, mixins.RetrieveModelMixin, 
                 "The Location header points at the (first) job.",
             ),
             400: OpenApiResponse(ErrorSerializer, description="Not an acceptable image; nothing was stored."),
-            429: OpenApiResponse(ErrorSerializer, description="Too many uploads from this client; retry later."),
+            413: OpenApiResponse(ErrorSerializer, description="The request body is over the size limit."),
+            429: OpenApiResponse(
+                ErrorSerializer, description="Too many photos from this client (a batch counts each); retry later."
+            ),
         },
         examples=[
             OpenApiExample(
@@ -109,6 +93,10 @@ class ClassificationViewSet(mixins.CreateModelMixin, mixins.RetrieveModelMixin, 
                 f"{len(files)} images were sent; at most {batch_limit()} can be classified in one request.",
                 400,
             )
+        try:
+            uploads_throttle(request, len(files))
+        except UploadThrottled as exc:
+            raise exceptions.Throttled(wait=exc.wait) from exc
         session_key = request.session.session_key or "" if hasattr(request, "session") else ""
         try:
             uploads: list[Upload] = [upload_read(file) for file in files]
