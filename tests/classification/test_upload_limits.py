@@ -261,3 +261,63 @@ def test_the_default_cap_fits_a_full_batch_at_the_byte_limit(settings):
     full_batch = len(body) + len(files) * (settings.CARSITE_UPLOAD_MAX_BYTES - len(small))
 
     assert full_batch <= settings.CARSITE_REQUEST_MAX_BYTES
+
+
+def _asgi_post(path: str, chunks: int, chunk_size: int, headers: list | None = None) -> tuple[list[dict], int]:
+    """POST ``chunks`` body chunks through carsite's ASGI application: (messages sent back, chunks it read)."""
+    import asyncio
+
+    from carsite.asgi import application
+
+    read, sent = 0, []
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"testserver"), (b"content-type", b"application/octet-stream"), *(headers or [])],
+        "client": ("203.0.113.7", 50000),
+        "server": ("testserver", 80),
+    }
+
+    async def receive() -> dict:
+        nonlocal read
+        if read < chunks:
+            read += 1
+            return {"type": "http.request", "body": b"\0" * chunk_size, "more_body": read < chunks}
+        await asyncio.Event().wait()  # the client sends nothing more and stays connected
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    asyncio.run(asyncio.wait_for(application(scope, receive, send), timeout=60))
+    return sent, read
+
+
+@pytest.mark.parametrize("path", [API_URL, PAGE_URL])
+def test_asgi_stops_reading_a_body_without_content_length_at_the_cap(settings, path):
+    settings.CARSITE_REQUEST_MAX_BYTES = 200 * 1024
+
+    sent, read = _asgi_post(path, chunks=50, chunk_size=64 * 1024)
+
+    assert sent[0]["status"] == 413
+    assert read == 4  # the chunk that went over the cap is the last one read
+    if path == API_URL:
+        assert b'"code": "request_too_large"' in sent[1]["body"]
+    else:
+        assert b"That upload is too large" in sent[1]["body"]
+
+
+def test_asgi_refuses_a_declared_over_size_body_unread(settings):
+    settings.CARSITE_REQUEST_MAX_BYTES = 200 * 1024
+
+    sent, read = _asgi_post(API_URL, chunks=50, chunk_size=64 * 1024, headers=[(b"content-length", b"3276800")])
+
+    assert sent[0]["status"] == 413
+    assert read == 0
