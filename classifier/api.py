@@ -3,8 +3,10 @@
 ``POST /api/v1/classifications/`` takes one or more multipart parts named ``image`` and answers
 ``202 Accepted``: for one photo, the job with a ``Location`` header; for several (a batch, up to
 ``CARSITE_CLASSIFY_BATCH_LIMIT``), ``{"results": [job, …]}`` in upload order with the ``Location``
-of the first. A batch is all or nothing: one bad photo rejects it and nothing is stored. Errors
-are ``{"error": {"code", "message"}}``.
+of the first. A batch is all or nothing: one bad photo rejects it and nothing is stored. Every photo
+counts against the caller's upload allowance, shared with the upload page (``429`` beyond it), and a
+request body over ``CARSITE_REQUEST_MAX_BYTES`` is refused unread (``413``). Errors are
+``{"error": {"code", "message"}}``.
 """
 
 from typing import Any
