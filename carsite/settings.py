@@ -51,6 +51,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "carsite.security_headers.ContentSecurityPolicyMiddleware",
+    "carsite.middleware.RequestBodyLimitMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -98,6 +99,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 CACHE_URL = env.str("CACHE_URL", default="")
+# Upload throttling counts in this cache. With a Redis broker and no CACHE_URL it is that Redis: a
+# per-process memory cache would give every web process its own allowance per client.
+if not CACHE_URL and env.str("CELERY_BROKER_URL", default="").startswith(("redis://", "rediss://")):
+    CACHE_URL = env.str("CELERY_BROKER_URL")
 CACHES = {
     "default": environ.Env.cache_url_config(CACHE_URL)
     if CACHE_URL
@@ -175,6 +180,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 20,
     "DEFAULT_SCHEMA_CLASS": "carsite.schema.AutoSchema",
+    # Proxies in front of the site whose X-Forwarded-For is believed; 0: the client is REMOTE_ADDR.
+    "NUM_PROXIES": env.int("TRUSTED_PROXY_COUNT", default=0),
     "DEFAULT_THROTTLE_RATES": {
         "classify_anon": env.str("CLASSIFY_ANON_RATE", default="30/minute"),
         "classify_user": env.str("CLASSIFY_USER_RATE", default="300/minute"),
@@ -237,6 +244,8 @@ CARSITE_MODELS_DIR = Path(env.str("CARSITE_MODELS_DIR", default=str(VAR_DIR / "m
 CARSITE_COMPILED_MODELS_DIR = env.str("CARSITE_COMPILED_MODELS_DIR", default=str(CARSITE_MODELS_DIR / "compiled"))
 CARSITE_UPLOAD_MAX_BYTES = env.int("CARSITE_UPLOAD_MAX_BYTES", default=10 * 1024 * 1024)
 CARSITE_UPLOAD_MAX_PIXELS = env.int("CARSITE_UPLOAD_MAX_PIXELS", default=40_000_000)
+# PNG and WebP decode every pixel (JPEG decodes at reduced scale): bench/image_decode_benchmark.py.
+CARSITE_UPLOAD_MAX_DECODED_PIXELS = env.int("CARSITE_UPLOAD_MAX_DECODED_PIXELS", default=4_000_000)
 CARSITE_IMAGE_MIN_SIDE = env.int("CARSITE_IMAGE_MIN_SIDE", default=64)
 CARSITE_IMAGE_MAX_SIDE = env.int("CARSITE_IMAGE_MAX_SIDE", default=1600)
 CARSITE_NEAR_DUPLICATE_DISTANCE = env.int("CARSITE_NEAR_DUPLICATE_DISTANCE", default=6)
@@ -262,6 +271,11 @@ LOGGING = {
 # --- classification ---
 # Most photos one API request may send as a batch (several multipart parts named "image").
 CARSITE_CLASSIFY_BATCH_LIMIT = env.int("CARSITE_CLASSIFY_BATCH_LIMIT", default=10)
+# Larger request bodies are refused (413) before any of them is read; the default fits a full batch of
+# photos at the byte limit, with room for the multipart headers.
+CARSITE_REQUEST_MAX_BYTES = env.int(
+    "CARSITE_REQUEST_MAX_BYTES", default=CARSITE_CLASSIFY_BATCH_LIMIT * CARSITE_UPLOAD_MAX_BYTES + 1024 * 1024
+)
 # A worker task runs its job together with up to this many - 1 other queued jobs: one round of
 # database writes per batch, and each model runs over the whole batch before the next model starts
 # (its weights stay in the caches) when uploads pile up. 1 turns it off. Measured with

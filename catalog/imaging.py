@@ -2,13 +2,14 @@
 
 Every image that enters carsite goes through ``load_image``: the bytes must decode with Pillow
 as a supported format (the Content-Type or file name is never trusted), stay under the pixel
-limit (decompression bombs) and above the minimum size. ``normalise`` then gives an upright RGB
-image whose JPEG encoding is what gets stored; a JPEG that already is one can be kept as it came,
-less its metadata (``keep_clean_jpeg``).
+limits (decompression bombs; a lower one for formats always decoded at full size) and above the
+minimum size. ``normalise`` then gives an upright RGB image whose JPEG encoding is what gets stored;
+a JPEG that already is one can be kept as it came, less its metadata (``keep_clean_jpeg``).
 """
 
 import hashlib
 import io
+import re
 import warnings
 from dataclasses import dataclass
 
@@ -33,6 +34,8 @@ class ImageRejected(ValueError):
 class ImageLimits:
     max_bytes: int = 10 * 1024 * 1024
     max_pixels: int = 40_000_000
+    # Formats without JPEG's reduced-scale decoding (PNG, WebP) decode every pixel: a lower limit for them.
+    max_decoded_pixels: int = 4_000_000
     min_side: int = 64
     max_side: int = 1600
 
@@ -43,6 +46,7 @@ def limits_from_settings() -> ImageLimits:
     return ImageLimits(
         max_bytes=settings.CARSITE_UPLOAD_MAX_BYTES,
         max_pixels=settings.CARSITE_UPLOAD_MAX_PIXELS,
+        max_decoded_pixels=settings.CARSITE_UPLOAD_MAX_DECODED_PIXELS,
         min_side=settings.CARSITE_IMAGE_MIN_SIDE,
         max_side=settings.CARSITE_IMAGE_MAX_SIDE,
     )
@@ -75,6 +79,12 @@ def load_image(data: bytes, limits: ImageLimits) -> Image.Image:
                 raise ImageRejected(
                     f"The image is {width}×{height} pixels; the limit is {limits.max_pixels:,} pixels.",
                     "too_many_pixels",
+                )
+            if fmt not in ("JPEG", "MPO") and width * height > limits.max_decoded_pixels:
+                raise ImageRejected(
+                    f"The {fmt} image is {width}×{height} pixels; {fmt} photos are limited to "
+                    f"{limits.max_decoded_pixels:,} pixels. Send a smaller one, or a JPEG.",
+                    "too_many_pixels_to_decode",
                 )
             image.seek(0)
             if fmt in ("JPEG", "MPO") and max(width, height) > limits.max_side:
@@ -139,42 +149,50 @@ def encode_jpeg(image: Image.Image, quality: int = 90) -> bytes:
 # APP14 (Adobe colour transform) change how the pixels decode, so they stay.
 _JPEG_METADATA_MARKERS = frozenset({0xE1, *range(0xE3, 0xEE), 0xEF, 0xFE})
 _JPEG_STANDALONE_MARKERS = frozenset({0x01, *range(0xD0, 0xD8)})
-_JPEG_SOS, _JPEG_EOI = 0xDA, b"\xff\xd9"
+_JPEG_SOS, _JPEG_EOI = 0xDA, 0xD9
+# In entropy-coded data a 0xFF is followed by 00 (a stuffed byte) or a restart marker D0-D7; anything
+# else (after optional FF fill bytes) starts the next segment: another table, scan, APPn/COM, or EOI.
+_JPEG_SCAN_END = re.compile(rb"\xff+[^\x00\xd0-\xd7\xff]")
 
 
 def strip_jpeg_metadata(data: bytes) -> bytes | None:
     """The same JPEG without its metadata segments and anything after its end, byte for byte otherwise.
 
-    None when the file does not follow the JPEG segment layout closely enough to do that safely.
+    Metadata segments are dropped wherever they are: before the first scan, between the scans of a
+    progressive JPEG or after the last one. None when the file does not follow the JPEG segment layout
+    closely enough to do that safely.
     """
     if data[:2] != b"\xff\xd8":
         return None
     kept, pos = [data[:2]], 2
-    while pos + 4 <= len(data):
+    while pos + 2 <= len(data):
         if data[pos] != 0xFF:
             return None
         marker = data[pos + 1]
         if marker == 0xFF:  # fill byte before a marker
             pos += 1
             continue
+        if marker == _JPEG_EOI:  # whatever follows the end of the image is dropped too
+            kept.append(data[pos : pos + 2])
+            return b"".join(kept)
         if marker in _JPEG_STANDALONE_MARKERS:
             kept.append(data[pos : pos + 2])
             pos += 2
             continue
-        if marker == _JPEG_SOS:
-            # Entropy-coded data never holds FF D9 (FF is always followed by 00 or a restart marker there),
-            # so the first one is the end of the image: whatever follows it is dropped too.
-            end = data.find(_JPEG_EOI, pos)
-            if end < 0:
-                return None
-            kept.append(data[pos : end + 2])
-            return b"".join(kept)
+        if pos + 4 > len(data):
+            return None
         segment_end = pos + 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
         if segment_end <= pos + 3 or segment_end > len(data):
             return None
         if marker not in _JPEG_METADATA_MARKERS:
             kept.append(data[pos:segment_end])
         pos = segment_end
+        if marker == _JPEG_SOS:
+            scan_end = _JPEG_SCAN_END.search(data, pos)
+            if scan_end is None:
+                return None
+            kept.append(data[pos : scan_end.start()])
+            pos = scan_end.start()
     return None
 
 

@@ -3,8 +3,10 @@
 ``POST /api/v1/classifications/`` takes one or more multipart parts named ``image`` and answers
 ``202 Accepted``: for one photo, the job with a ``Location`` header; for several (a batch, up to
 ``CARSITE_CLASSIFY_BATCH_LIMIT``), ``{"results": [job, …]}`` in upload order with the ``Location``
-of the first. A batch is all or nothing: one bad photo rejects it and nothing is stored. Errors
-are ``{"error": {"code", "message"}}``.
+of the first. A batch is all or nothing: one bad photo rejects it and nothing is stored. Every photo
+counts against the caller's upload allowance, shared with the upload page (``429`` beyond it), and a
+request body over ``CARSITE_REQUEST_MAX_BYTES`` is refused unread (``413``). Errors are
+``{"error": {"code", "message"}}``.
 """
 
 from typing import Any
@@ -17,13 +19,13 @@ from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.routers import DefaultRouter
-from rest_framework.throttling import SimpleRateThrottle
 
 from catalog.imaging import ImageRejected
 from classifier.ownership import visitor_owner_token
 from classifier.selectors.classifications import classification_queryset, with_predictions
 from classifier.serializers import ClassificationSerializer, UploadRequestSerializer, accepted_job_data
 from classifier.services.classification import Upload, batch_limit, classification_create_batch, upload_read
+from classifier.services.throttling import UploadThrottled, uploads_throttle
 
 ErrorSerializer = inline_serializer(
     "ClassificationError",
@@ -34,22 +36,6 @@ ErrorSerializer = inline_serializer(
     },
 )
 BatchSerializer = inline_serializer("ClassificationBatch", {"results": ClassificationSerializer(many=True)})
-
-
-class ClassifyRateThrottle(SimpleRateThrottle):
-    """Uploads per client: anonymous callers by IP (scope classify_anon), token users by account (classify_user)."""
-
-    def get_cache_key(self, request: Request, view: Any) -> str:
-        if request.user and request.user.is_authenticated:
-            self.scope, ident = "classify_user", f"user-{request.user.pk}"
-        else:
-            self.scope, ident = "classify_anon", f"ip-{self.get_ident(request)}"
-        self.rate = self.get_rate()
-        self.num_requests, self.duration = self.parse_rate(self.rate)
-        return self.cache_format % {"scope": self.scope, "ident": ident}
-
-    def get_rate(self) -> str | None:
-        return self.THROTTLE_RATES.get(getattr(self, "scope", None) or "classify_anon")
 
 
 def _error(code: str, message: str, http_status: int) -> Response:
@@ -64,9 +50,6 @@ class ClassificationViewSet(mixins.CreateModelMixin, mixins.RetrieveModelMixin, 
     error_serializer = ErrorSerializer  # the error body the schema documents (see handle_exception)
     lookup_value_regex = r"[^/]+"  # any id reaches handle_exception's 404, in this API's error shape
     # Listing is left out on purpose: jobs are private to whoever holds their UUID.
-
-    def get_throttles(self) -> list:
-        return [ClassifyRateThrottle()] if self.action == "create" else []
 
     def handle_exception(self, exc: Exception) -> Response:
         """Every error in the same shape as rejected images: {"error": {"code", "message"}}."""
@@ -91,8 +74,10 @@ class ClassificationViewSet(mixins.CreateModelMixin, mixins.RetrieveModelMixin, 
                 "The Location header points at the (first) job.",
             ),
             400: OpenApiResponse(ErrorSerializer, description="Not an acceptable image; nothing was stored."),
-            413: OpenApiResponse(ErrorSerializer, description="The request body is too large; nothing was stored."),
-            429: OpenApiResponse(ErrorSerializer, description="Too many uploads from this client; retry later."),
+            413: OpenApiResponse(ErrorSerializer, description="The request body is over the size limit."),
+            429: OpenApiResponse(
+                ErrorSerializer, description="Too many photos from this client (a batch counts each); retry later."
+            ),
             503: OpenApiResponse(ErrorSerializer, description="The task queue is unavailable; retry later."),
         },
         examples=[
@@ -114,6 +99,10 @@ class ClassificationViewSet(mixins.CreateModelMixin, mixins.RetrieveModelMixin, 
                 f"{len(files)} images were sent; at most {batch_limit()} can be classified in one request.",
                 400,
             )
+        try:
+            uploads_throttle(request, len(files))
+        except UploadThrottled as exc:
+            raise exceptions.Throttled(wait=exc.wait) from exc
         owner_token = visitor_owner_token(request)
         try:
             uploads: list[Upload] = [upload_read(file) for file in files]

@@ -1,5 +1,6 @@
 """Pages for classifying a photo. Thin: they call the classification services and selectors."""
 
+import math
 import uuid
 
 from django.contrib import messages
@@ -17,6 +18,7 @@ from classifier.ownership import is_visitor_owner, visitor_owner_token
 from classifier.selectors import classifications as selectors
 from classifier.services.classification import classification_create, upload_read
 from classifier.services.feedback import FeedbackRefused, feedback_submit
+from classifier.services.throttling import UploadThrottled, uploads_throttle
 
 
 class FeedbackRateThrottle(SimpleRateThrottle):
@@ -44,6 +46,14 @@ def upload(request: HttpRequest) -> HttpResponse:
         return render(request, "classifier/upload.html", _upload_context(request, UploadForm()))
     form = UploadForm(request.POST, request.FILES)
     if form.is_valid():
+        try:
+            uploads_throttle(request, 1)
+        except UploadThrottled as exc:
+            wait = math.ceil(exc.wait or 60)
+            form.add_error("image", f"You have uploaded too many photos for now; try again in {wait} seconds.")
+            response = render(request, "classifier/upload.html", _upload_context(request, form), status=429)
+            response["Retry-After"] = str(wait)
+            return response
         try:
             classification = classification_create(
                 upload_read(form.cleaned_data["image"]),

@@ -1,0 +1,52 @@
+"""Upload throttling: one allowance per client, counted in photos, shared by the upload page and the API.
+
+Anonymous callers are counted by address (REMOTE_ADDR, or the X-Forwarded-For entry vouched for by the
+``TRUSTED_PROXY_COUNT`` proxies in front), signed-in and token users by account (``classify_anon`` and
+``classify_user`` rates). A batch of ten photos takes ten. The counts live in the default cache.
+"""
+
+from typing import Any
+
+from rest_framework.settings import api_settings
+from rest_framework.throttling import SimpleRateThrottle
+
+
+class UploadThrottled(Exception):
+    def __init__(self, wait: float | None) -> None:
+        super().__init__("Too many uploads from this client.")
+        self.wait = wait
+
+
+class PhotoRateThrottle(SimpleRateThrottle):
+    def __init__(self) -> None:
+        """The rate depends on who is calling: ``get_cache_key`` picks it."""
+
+    def get_cache_key(self, request: Any, view: Any = None) -> str:
+        user = getattr(request, "user", None)
+        if user is not None and user.is_authenticated:
+            self.scope, ident = "classify_user", f"user-{user.pk}"
+        else:
+            self.scope, ident = "classify_anon", f"ip-{self.get_ident(request)}"
+        self.rate = api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
+        self.num_requests, self.duration = self.parse_rate(self.rate)
+        return self.cache_format % {"scope": self.scope, "ident": ident}
+
+    def allow_photos(self, request: Any, photos: int) -> bool:
+        """Count ``photos`` uploads against the caller's allowance; False, counting nothing, when they exceed it."""
+        self.key = self.get_cache_key(request)
+        if self.rate is None:
+            return True
+        self.now = self.timer()
+        self.history = [at for at in self.cache.get(self.key, []) if at > self.now - self.duration]
+        if len(self.history) + photos > self.num_requests:
+            return False
+        self.history[:0] = [self.now] * photos
+        self.cache.set(self.key, self.history, self.duration)
+        return True
+
+
+def uploads_throttle(request: Any, photos: int) -> None:
+    """Take ``photos`` from the caller's upload allowance, or raise ``UploadThrottled`` with the seconds to wait."""
+    throttle = PhotoRateThrottle()
+    if not throttle.allow_photos(request, photos):
+        raise UploadThrottled(throttle.wait())
