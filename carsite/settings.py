@@ -9,6 +9,8 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from carsite import media_storage
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
 
@@ -136,8 +138,10 @@ STORAGES = {
         else "django.contrib.staticfiles.storage.StaticFilesStorage"
     },
 }
-# Media is served by the app itself unless a front proxy takes it over.
-SERVE_MEDIA = env.bool("SERVE_MEDIA", default=True)
+# Media on an S3-compatible bucket when S3_BUCKET names one (several hosts share it), else under MEDIA_ROOT.
+STORAGES["default"] = media_storage.default_storage(env)
+# Media is served by the app itself unless a front proxy takes it over (or it lives on S3).
+SERVE_MEDIA = env.bool("SERVE_MEDIA", default=STORAGES["default"]["BACKEND"].endswith("FileSystemStorage"))
 
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = 60 * 1024 * 1024
@@ -160,8 +164,10 @@ ADMIN_LOGIN_FAILURES_PER_ADDRESS = env.int("ADMIN_LOGIN_FAILURES_PER_ADDRESS", d
 ADMIN_LOGIN_FAILURE_WINDOW = env.int("ADMIN_LOGIN_FAILURE_WINDOW", default=15 * 60)
 # Pages, the admin and the API docs load scripts, styles and images from this site only, never inline
 # (data: images are icons inside the Swagger UI stylesheet; blob: is the upload page's preview of the chosen photo).
+# Photos on S3 come from the bucket's origin.
+_IMG_SOURCES = " ".join(filter(None, ("'self' data: blob:", media_storage.media_origin(env))))
 CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; img-src 'self' data: blob:; object-src 'none'; base-uri 'self'; form-action 'self'; "
+    f"default-src 'self'; img-src {_IMG_SOURCES}; object-src 'none'; base-uri 'self'; form-action 'self'; "
     "frame-ancestors 'none'"
 )
 
