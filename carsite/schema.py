@@ -12,7 +12,7 @@ from drf_spectacular.utils import OpenApiResponse, inline_serializer
 from rest_framework import serializers
 from rest_framework.permissions import SAFE_METHODS
 
-from carsite.permissions import IsStaffOrReadOnly
+from carsite.permissions import StaffModelPermissionsOrReadOnly
 
 DetailErrorSerializer = inline_serializer("Error", {"detail": serializers.CharField()})
 
@@ -32,7 +32,8 @@ class AutoSchema(SpectacularAutoSchema):
     def get_auth(self) -> list[dict]:
         auths = super().get_auth()
         # Anyone may read the catalog: credentials are optional there.
-        readable = any(isinstance(permission, IsStaffOrReadOnly) for permission in self.view.get_permissions())
+        permissions = self.view.get_permissions()
+        readable = any(isinstance(permission, StaffModelPermissionsOrReadOnly) for permission in permissions)
         if readable and self.method in SAFE_METHODS and {} not in auths:
             auths.append({})
         return auths
