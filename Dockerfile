@@ -4,14 +4,18 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 WORKDIR /app
 RUN apt-get update && apt-get install -y --no-install-recommends libjpeg62-turbo libpq5 \
     && rm -rf /var/lib/apt/lists/*
-COPY pyproject.toml README.md ./
+# Dependencies first, from pyproject.toml alone: a code change reuses this layer instead of reinstalling torch.
+COPY pyproject.toml ./
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+        > /tmp/requirements.txt \
+    && pip install --extra-index-url https://download.pytorch.org/whl/cpu -r /tmp/requirements.txt
+COPY README.md manage.py ./
 COPY carsite carsite
 COPY catalog catalog
 COPY classifier classifier
 COPY scraping scraping
 COPY ml ml
-COPY manage.py ./
-RUN pip install --extra-index-url https://download.pytorch.org/whl/cpu . \
+RUN pip install --no-deps . \
     && useradd --create-home carsite && mkdir -p /data/media /data/models && chown -R carsite /data
 USER carsite
 ENV MEDIA_ROOT=/data/media CARSITE_MODELS_DIR=/data/models STATIC_ROOT=/app/staticfiles
