@@ -9,6 +9,7 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseForbidde
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from rest_framework.settings import api_settings
 from rest_framework.throttling import SimpleRateThrottle
 
 from catalog.imaging import ImageRejected
@@ -26,6 +27,10 @@ class FeedbackRateThrottle(SimpleRateThrottle):
     by account, others by address."""
 
     scope = "feedback"
+
+    def get_rate(self) -> str | None:
+        # Read the rate when asked, not once at import: settings may change while the process runs.
+        return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
 
     def get_cache_key(self, request: HttpRequest, view: object) -> str:
         ident = f"user-{request.user.pk}" if request.user.is_authenticated else f"ip-{self.get_ident(request)}"

@@ -6,7 +6,6 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.urls import reverse
-from rest_framework.throttling import SimpleRateThrottle
 
 from classifier.models import (
     Classification,
@@ -101,8 +100,11 @@ def test_a_matched_job_takes_feedback(client, acura_catalog):
     assert Feedback.objects.get().car_model == acura_catalog["MDX"]
 
 
-def test_feedback_is_throttled_per_client(monkeypatch, acura_catalog):
-    monkeypatch.setattr(SimpleRateThrottle, "THROTTLE_RATES", {"feedback": "2/hour"})
+def test_feedback_is_throttled_per_client(settings, acura_catalog):
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {**settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"], "feedback": "2/hour"},
+    }
     visitor = Client(REMOTE_ADDR="203.0.113.7")
     jobs = [_finish(_upload(visitor, color=(10 * n, 30, 30)), acura_catalog["RDX"]) for n in range(3)]
 
