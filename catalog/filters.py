@@ -68,9 +68,7 @@ class FilterSet(django_filters.FilterSet):
 class CarModelFilter(FilterSet):
     manufacturer = id_or_slug_char_filter("filter_manufacturer", "Manufacturer id or slug.")
     year = IntegerFilter(field_name="year")
-    model = django_filters.CharFilter(
-        field_name="name", lookup_expr="iexact", help_text="Model line, e.g. MDX: every model year of it."
-    )
+    model = django_filters.CharFilter(method="filter_model", help_text="Model line, e.g. MDX: every model year of it.")
     body_style = django_filters.ChoiceFilter(field_name="body_style", choices=BodyStyle.choices)
     msrp_min = IntegerFilter(field_name="msrp_usd", lookup_expr="gte", help_text="Lowest MSRP (USD).")
     msrp_max = IntegerFilter(field_name="msrp_usd", lookup_expr="lte", help_text="Highest MSRP (USD).")
@@ -80,6 +78,10 @@ class CarModelFilter(FilterSet):
     class Meta(FilterSet.Meta):
         model = CarModel
         fields = ["manufacturer", "year", "model", "body_style", "msrp_min", "msrp_max", "has_images", "has_specs"]
+
+    @extend_schema_field({"type": "string", "pattern": r"\S", "description": "Model line, e.g. MDX."})
+    def filter_model(self, queryset: QuerySet[CarModel], name: str, value: str) -> QuerySet[CarModel]:
+        return queryset.filter(name__iexact=value.strip()) if value else queryset
 
     @extend_schema_field(_id_or_slug_schema("Manufacturer id or slug."))
     def filter_manufacturer(self, queryset: QuerySet[CarModel], name: str, value: str) -> QuerySet[CarModel]:
