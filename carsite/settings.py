@@ -206,9 +206,10 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=60 * 60)
 CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=60 * 60 + 300)
-# Seconds to wait on the broker for one connect or one reply: a broker that hangs must not hold an
-# upload (the job stays queued and the periodic requeue sends its task once the broker is back).
-CELERY_BROKER_TIMEOUT = env.float("CELERY_BROKER_TIMEOUT", default=1.0)
+# Seconds to wait on the broker for one connect or one reply (a healthy Redis answers in a millisecond):
+# a broker that hangs must not hold an upload, which may wait for up to three of them (a publish, then its
+# retry on a new connection); the job stays queued and the periodic requeue sends it once the broker is back.
+CELERY_BROKER_TIMEOUT = env.float("CELERY_BROKER_TIMEOUT", default=0.5)
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     # Must exceed the longest task, or Redis redelivers a job that is still running.
     "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=2 * 60 * 60),

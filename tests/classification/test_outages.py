@@ -18,8 +18,6 @@ from django.utils import timezone
 from classifier.models import Classification, ClassificationPrediction, ClassificationStatus
 from classifier.services import classification as service
 from classifier.services.classification import (
-    UNAVAILABLE_MESSAGE,
-    ClassificationUnavailable,
     Upload,
     classification_create,
     classification_run,
@@ -103,12 +101,16 @@ def result_url(job: Classification) -> str:
     return reverse("classifier:result", kwargs={"pk": job.pk})
 
 
+class Hung(BaseException):
+    """Raised into a block that has not returned in time (a BaseException: no ``except Exception`` swallows it)."""
+
+
 @contextlib.contextmanager
 def hang_guard():
     """Fail the test, rather than stall the suite, if the block has not returned by the guard's time."""
 
     def hung(signum, frame):
-        raise AssertionError(f"still waiting after {HANG_GUARD_SECONDS} s")
+        raise Hung(f"still waiting after {HANG_GUARD_SECONDS} s")
 
     previous = signal.signal(signal.SIGALRM, hung)
     signal.alarm(HANG_GUARD_SECONDS)
@@ -226,7 +228,7 @@ def test_a_retried_task_backs_off_while_the_model_cannot_be_loaded(monkeypatch):
     from classifier import tasks
 
     def unavailable(classification_id):
-        raise ClassificationUnavailable("Cannot load gate …")
+        raise service.ClassificationUnavailable("Cannot load gate …")
 
     retried: list[dict] = []
 
@@ -266,13 +268,13 @@ def test_an_unloadable_model_keeps_the_job_queued_and_tells_the_visitor_only_tha
     job = Classification.objects.get(pk=response.json()["id"])
 
     assert job.status == ClassificationStatus.QUEUED
-    assert job.error == UNAVAILABLE_MESSAGE
+    assert job.error == service.UNAVAILABLE_MESSAGE
     assert str(bundle_dir) in job.error_detail
     for answer in (client.get(response["Location"]), client.get(result_url(job))):
         assert answer.status_code == 200
         assert str(bundle_dir) not in answer.content.decode()
         assert "Cannot load" not in answer.content.decode()
-    assert UNAVAILABLE_MESSAGE in client.get(result_url(job)).content.decode()
+    assert service.UNAVAILABLE_MESSAGE in client.get(result_url(job)).content.decode()
     admin_page = admin_client.get(f"/admin/classifier/classification/{job.pk}/change/")
     assert str(bundle_dir) in admin_page.content.decode()
 
@@ -287,16 +289,18 @@ def test_an_unloadable_model_keeps_the_job_queued_and_tells_the_visitor_only_tha
 # --- a worker that died mid-batch ---
 
 
-def _left_by_a_dead_worker(job: Classification, *, lease_expires_at: dt.datetime) -> None:
+def _left_by_a_dead_worker(job: Classification, *, lease_expires_at: dt.datetime | None = None) -> None:
+    """Running under itself, one attempt begun two minutes ago; with no lease, as a job claimed before leases."""
+    lease = {} if lease_expires_at is None else {"lease_expires_at": lease_expires_at}
     Classification.objects.filter(pk=job.pk).update(
         status=ClassificationStatus.RUNNING, batch_leader=job.pk, attempts=1,
-        started_at=timezone.now() - dt.timedelta(minutes=2), lease_expires_at=lease_expires_at,
+        started_at=timezone.now() - dt.timedelta(minutes=2), **lease,
     )
 
 
 def test_two_deliveries_of_a_dead_workers_job_run_it_once(monkeypatch):
     job = classification_create(Upload(image_bytes("JPEG"), "car.jpg"))
-    _left_by_a_dead_worker(job, lease_expires_at=timezone.now() - dt.timedelta(seconds=1))
+    _left_by_a_dead_worker(job)
     second_delivery: list[int] = []
 
     def while_running() -> None:
