@@ -168,9 +168,10 @@ def _enqueue_callback(classification_id: uuid.UUID) -> Callable[[], None]:
 # ``worker_batch_size() - 1`` other queued jobs (the newest), and runs them through the gate and the classifier as
 # one batch: each model over the whole batch in turn, and one round of database writes.
 # The members' own task messages arrive later and find their job finished (or running under a live
-# leader) and do nothing. If the worker dies mid-batch, the leader's unacknowledged message is
-# redelivered and its task redoes every member still running under that leader: no job is lost, and
-# the result is written under a row lock, once.
+# lease) and do nothing. The batch's lease (``lease_expires_at``) is renewed while it runs; if the worker
+# dies, the lease runs out and the periodic requeue queues those jobs again with a task each (or the
+# leader's redelivered message takes back the members left under it): no job is lost, and since a claim
+# is one conditional UPDATE, only one delivery takes a job back.
 
 
 @dataclass(frozen=True)

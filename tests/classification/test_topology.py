@@ -169,9 +169,12 @@ def test_fifty_concurrent_uploads_all_finish(
 def test_job_of_a_killed_worker_is_redone_once(
     transactional_db, workers, active_gate, active_classifier, mdx_photo
 ):
+    from django.utils import timezone
+
     # The first worker sleeps 20 s inside every job; Redis hands an unacknowledged job out again
-    # once its visibility timeout (3 s) has passed and a worker restores it.
-    slow = workers.start(delay_ms=20_000, visibility_timeout=3, name="slow")
+    # once its visibility timeout (3 s) has passed and a worker restores it, and the delivery takes the
+    # job back once the dead worker's lease (3 s) has run out.
+    slow = workers.start(delay_ms=20_000, visibility_timeout=3, lease_seconds=3, name="slow")
     status, job_id = _post(mdx_photo, 1)
     assert status == 202
     _wait_until(
@@ -181,6 +184,10 @@ def test_job_of_a_killed_worker_is_redone_once(
 
     workers.kill(slow)
     assert Classification.objects.get(pk=job_id).status == ClassificationStatus.RUNNING
+    _wait_until(
+        lambda: Classification.objects.filter(pk=job_id, lease_expires_at__lt=timezone.now()).exists(),
+        timeout=30, workers=workers, what="the dead worker's lease to expire",
+    )
     workers.start(visibility_timeout=3, name="fresh")
 
     _wait_until(
