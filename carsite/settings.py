@@ -51,6 +51,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "carsite.database_unavailable.DatabaseUnavailableMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "carsite.security_headers.ContentSecurityPolicyMiddleware",
     "carsite.middleware.RequestBodyLimitMiddleware",
@@ -88,6 +89,11 @@ DATABASES["default"]["ATOMIC_REQUESTS"] = False
 # costs more than the query it was opened for.
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # A database that is down or unreachable answers 503 quickly rather than holding the request.
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
+        "connect_timeout", env.int("DATABASE_CONNECT_TIMEOUT", default=2)
+    )
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
     # WAL lets the site read while a task writes; the timeout rides out short write locks.
@@ -225,10 +231,19 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=60 * 60)
 CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=60 * 60 + 300)
+# Seconds to wait on the broker for one connect or one reply (a healthy Redis answers in a millisecond):
+# a broker that hangs must not hold an upload, which may wait for up to three of them (a publish, then its
+# retry on a new connection); the job stays queued and the periodic requeue sends it once the broker is back.
+CELERY_BROKER_TIMEOUT = env.float("CELERY_BROKER_TIMEOUT", default=0.5)
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     # Must exceed the longest task, or Redis redelivers a job that is still running.
     "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=2 * 60 * 60),
+    "socket_timeout": CELERY_BROKER_TIMEOUT,
+    "socket_connect_timeout": CELERY_BROKER_TIMEOUT,
 }
+CELERY_BROKER_CONNECTION_TIMEOUT = CELERY_BROKER_TIMEOUT
+# One quick second try of a publish, then give up: an upload answers within a few seconds whatever the broker does.
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0, "interval_max": 0}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Celery's Django fixup otherwise closes the database connection before and after every task (measured:
 # about 8 ms per task here); tasks call close_old_connections() themselves, which honours CONN_MAX_AGE.
@@ -300,9 +315,13 @@ CARSITE_CLASSIFY_WORKER_BATCH = env.int("CARSITE_CLASSIFY_WORKER_BATCH", default
 CARSITE_CLASSIFY_FORWARD_BATCH = env.int("CARSITE_CLASSIFY_FORWARD_BATCH", default=1)
 # A job still queued this long after its upload (seconds) is taken to have lost its task message (the
 # broker restarted or was flushed) and gets another; Celery beat checks every CARSITE_CLASSIFY_REQUEUE_EVERY
-# seconds (0: never). A running job gets another task once it has run past the task's hard time limit.
+# seconds (0: never). The same check sends again the tasks that could not be sent (the broker was down),
+# and redoes running jobs whose lease expired.
 CARSITE_CLASSIFY_REQUEUE_QUEUED_AFTER = env.int("CARSITE_CLASSIFY_REQUEUE_QUEUED_AFTER", default=30 * 60)
-CARSITE_CLASSIFY_REQUEUE_EVERY = env.int("CARSITE_CLASSIFY_REQUEUE_EVERY", default=5 * 60)
+CARSITE_CLASSIFY_REQUEUE_EVERY = env.float("CARSITE_CLASSIFY_REQUEUE_EVERY", default=30)
+# A running job's lease (seconds): its worker renews it while the batch runs, so a job whose lease has
+# expired was left by a dead worker and is redone; dead worker to redone: at most this plus the check above.
+CARSITE_CLASSIFY_LEASE_SECONDS = env.float("CARSITE_CLASSIFY_LEASE_SECONDS", default=60)
 if CARSITE_CLASSIFY_REQUEUE_EVERY > 0:
     CELERY_BEAT_SCHEDULE["classifier-requeue-stuck"] = {
         "task": "classifier.requeue_stuck",

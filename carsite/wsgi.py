@@ -14,8 +14,8 @@ def warm_up() -> None:
     """Pay at start for what a web process's first upload would otherwise pay (about 0.3 s measured here).
 
     Importing the URLconf pulls in every view, serializer and the schema generator; the first
-    ``classify.delay`` imports the Redis transport and opens the broker connection. Never raises: a
-    broker that is down at start is reported, and the upload path retries it (and says so) later.
+    ``classify.delay`` imports the Redis transport and opens the broker connection. Never raises nor hangs:
+    a broker that is down at start is reported, and uploads stay queued until it is back.
     """
     from django.conf import settings
     from django.urls import reverse
@@ -35,7 +35,8 @@ def warm_up() -> None:
         return
     try:
         with app.producer_or_acquire() as producer:
-            producer.connection.ensure_connection(max_retries=1)
+            # Bounded: a broker that accepts connections but never answers must not keep the site from starting.
+            producer.connection.ensure_connection(max_retries=1, timeout=2 * settings.CELERY_BROKER_TIMEOUT)
     except Exception as exc:  # the site still starts; uploads report the broker problem per job
         logger.warning("could not reach the Celery broker at start: %s", exc)
 

@@ -102,7 +102,8 @@ class Classification(models.Model):
     gate_ms = models.FloatField(null=True, blank=True)
     classifier_ms = models.FloatField(null=True, blank=True)
     total_ms = models.FloatField(null=True, blank=True)
-    error = models.TextField(blank=True)
+    error = models.TextField(blank=True, help_text="What the visitor is told: never paths or exception text.")
+    error_detail = models.TextField(blank=True, help_text="For operators only: the cause of the last failure.")
     attempts = models.PositiveSmallIntegerField(default=0)
     # A worker runs the job its task names together with other queued jobs as one batch; the leader's
     # unacknowledged task message is what brings the whole batch back if that worker dies.
@@ -114,6 +115,10 @@ class Classification(models.Model):
     )
     # A random token from the uploader's session (classifier.ownership), never their session key.
     owner_token = models.CharField(max_length=64, blank=True, db_index=True, editable=False)
+    # Renewed by the worker while the batch runs: a running job whose lease has expired was left by a dead worker.
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    # Set when the task could not be sent (the broker was down); the periodic requeue sends it again.
+    task_unsent_since = models.DateTimeField(null=True, blank=True)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)

@@ -26,28 +26,42 @@ def train_classifier(options: dict, activate: bool = False) -> int:
 from celery import shared_task  # noqa: E402
 from django.db import DatabaseError  # noqa: E402
 
+# Waits before trying a job again whose model cannot be loaded: doubling, at most this long.
+MODEL_RETRY_FIRST_SECONDS, MODEL_RETRY_MAX_SECONDS = 10, 600
+
 
 @shared_task(
+    bind=True,
     name="classifier.classify",
     acks_late=True,
     reject_on_worker_lost=True,
     ignore_result=True,
     # A database hiccup must not leave the batch running forever: queue the task again (a new message
-    # is sent before this one is acknowledged), and the retry redoes the jobs still running under it.
+    # is sent before this one is acknowledged), and the retry redoes the jobs still running under it
+    # (their lease was released).
     autoretry_for=(DatabaseError,),
     retry_backoff=2,
     max_retries=5,
 )
-def classify(classification_id: str) -> None:
+def classify(self, classification_id: str) -> None:
     """Run this job (batched with other queued ones); redelivered if the worker dies, a no-op once finished."""
     from celery.exceptions import SoftTimeLimitExceeded
 
-    from classifier.services.classification import classification_fail_stuck, classification_run
+    from classifier.services.classification import (
+        ClassificationUnavailable,
+        classification_fail_stuck,
+        classification_run,
+    )
 
     try:
         classification_run(classification_id)
     except SoftTimeLimitExceeded:
         classification_fail_stuck(classification_id, "Classification took too long and was stopped.")
+    except ClassificationUnavailable as exc:
+        # The jobs are queued again; in-process (no broker) they wait for the next upload or requeue.
+        if not self.request.is_eager:
+            countdown = min(MODEL_RETRY_MAX_SECONDS, MODEL_RETRY_FIRST_SECONDS * 2**self.request.retries)
+            raise self.retry(exc=exc, countdown=countdown, max_retries=None) from exc
 
 
 @shared_task(name="classifier.requeue_stuck", ignore_result=True)

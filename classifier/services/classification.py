@@ -30,8 +30,8 @@ from typing import Any
 
 from django.conf import settings
 from django.core.files.base import ContentFile
-from django.db import transaction
-from django.db.models import F
+from django.db import DatabaseError, transaction
+from django.db.models import F, Q
 from django.utils import timezone
 from PIL import Image
 
@@ -153,9 +153,11 @@ def _enqueue_callback(classification_id: uuid.UUID) -> Callable[[], None]:
         try:
             classify.delay(str(classification_id))
         except Exception:
-            # The upload is committed; say what happened on the job rather than answering with a 500.
-            logger.exception("could not queue classification %s", classification_id)
-            _fail(classification_id, "The photo could not be queued for classification; please try again later.")
+            # The upload is committed and stays queued: the periodic requeue sends its task once the broker is back.
+            logger.exception("could not send the task of classification %s: it stays queued", classification_id)
+            Classification.objects.filter(pk=classification_id, task_unsent_since__isnull=True).update(
+                task_unsent_since=timezone.now()
+            )
 
     return enqueue
 
@@ -166,9 +168,10 @@ def _enqueue_callback(classification_id: uuid.UUID) -> Callable[[], None]:
 # ``worker_batch_size() - 1`` other queued jobs (the newest), and runs them through the gate and the classifier as
 # one batch: each model over the whole batch in turn, and one round of database writes.
 # The members' own task messages arrive later and find their job finished (or running under a live
-# leader) and do nothing. If the worker dies mid-batch, the leader's unacknowledged message is
-# redelivered and its task redoes every member still running under that leader: no job is lost, and
-# the result is written under a row lock, once.
+# lease) and do nothing. The batch's lease (``lease_expires_at``) is renewed while it runs; if the worker
+# dies, the lease runs out and the periodic requeue queues those jobs again with a task each (or the
+# leader's redelivered message takes back the members left under it): no job is lost, and since a claim
+# is one conditional UPDATE, only one delivery takes a job back.
 
 
 @dataclass(frozen=True)
@@ -184,9 +187,26 @@ class _Outcome:
     classifier_ms: float | None
 
 
+class ClassificationUnavailable(Exception):
+    """An active model cannot be loaded: the batch's jobs were put back in the queue, to be tried again later."""
+
+
+UNAVAILABLE_MESSAGE = "Classification is unavailable at the moment; your photo will be classified once it is back."
+
+
 def worker_batch_size() -> int:
     """How many queued jobs one task may run together (1 turns batching off)."""
     return max(1, int(settings.CARSITE_CLASSIFY_WORKER_BATCH))
+
+
+def lease_duration() -> dt.timedelta:
+    return dt.timedelta(seconds=float(settings.CARSITE_CLASSIFY_LEASE_SECONDS))
+
+
+def _claimable(now: dt.datetime) -> Q:
+    """Queued, or running under a lease that has expired (its worker died; a job without one predates leases)."""
+    expired = Q(lease_expires_at__lt=now) | Q(lease_expires_at__isnull=True)
+    return Q(status=ClassificationStatus.QUEUED) | (Q(status=ClassificationStatus.RUNNING) & expired)
 
 
 def _get_active_model(kind: str, active_ids: dict[str, int]) -> Any:
@@ -342,19 +362,11 @@ def _finished_here_recently(classification_id: uuid.UUID | str) -> bool:
     return seen is not None and time.monotonic() - seen < _FINISHED_HERE_SECONDS
 
 
-def _runs_under_its_own_task(job: Classification) -> bool:
-    """Queued, or left running by an earlier delivery of its own task (not by another job's batch)."""
-    if job.status == ClassificationStatus.QUEUED:
-        return True
-    return job.status == ClassificationStatus.RUNNING and job.batch_leader in (None, job.pk)
-
-
 def _claim_batch(leader_id: uuid.UUID | str, size: int) -> list[Classification]:
     """Mark the leader's job and up to ``size - 1`` other queued jobs running; [] when there is nothing to do.
 
-    The leader's own job is redone when its task comes back while it is still running under itself
-    (the worker that ran it died), together with the members of that batch; a job running under
-    another leader is left to that leader's task.
+    A running job is taken again only once its lease has expired (its worker died), together with the
+    members of its batch whose lease expired too; a job a live worker is running is left alone.
     """
     # Most deliveries of a batched job find it finished: answer those without a transaction, and
     # without the database at all when the batch ran here.
@@ -364,58 +376,53 @@ def _claim_batch(leader_id: uuid.UUID | str, size: int) -> list[Classification]:
     if seen in (ClassificationStatus.DONE, ClassificationStatus.FAILED):
         _remember_finished_on_commit([leader_id])
         return []
+    now, batch_leader = timezone.now(), uuid.UUID(str(leader_id))
     if seen == ClassificationStatus.QUEUED and classification_postgres.applies():
-        claimed = classification_postgres.claim_queued_batch(uuid.UUID(str(leader_id)), size, timezone.now())
+        claimed = classification_postgres.claim_queued_batch(batch_leader, size, now, now + lease_duration())
         if claimed:
             return claimed
-        # Taken or changed since it was seen: the general path below looks again under a lock.
+        # Taken or changed since it was seen: the general path below looks again.
+    claim = {
+        "status": ClassificationStatus.RUNNING,
+        "attempts": F("attempts") + 1,
+        "started_at": now,
+        "batch_leader": batch_leader,
+        "lease_expires_at": now + lease_duration(),
+    }
     with transaction.atomic():
-        leader = Classification.objects.select_for_update().filter(pk=leader_id).first()
-        claimed: list[Classification] = []
-        if leader is None:
+        # One conditional UPDATE decides: of two deliveries of the same job, only the first takes it.
+        leader_taken = Classification.objects.filter(_claimable(now), pk=leader_id).update(**claim)
+        if not leader_taken and Classification.objects.filter(pk=leader_id).exists():
+            return []
+        if not leader_taken:
             logger.warning("classification %s no longer exists", leader_id)
-        elif _runs_under_its_own_task(leader):
-            claimed.append(leader)
-        if leader is None or (claimed and leader.status == ClassificationStatus.RUNNING):
-            # Redelivered: the members of the earlier attempt's batch that did not finish come too.
-            orphans = (
-                Classification.objects.select_for_update(skip_locked=True)
-                .filter(status=ClassificationStatus.RUNNING, batch_leader=leader_id)
-                .exclude(pk=leader_id)
-                .order_by("created_at")
-            )
-            # All of them, even if the batch size has been lowered since: no other task would take them.
-            claimed.extend(orphans)
-        if claimed and len(claimed) < size:
+        others = (
+            Classification.objects.select_for_update(skip_locked=True).filter(_claimable(now)).exclude(pk=leader_id)
+        )
+        # The members of an earlier attempt's batch under this leader that did not finish come too: all of
+        # them, even if the batch size has been lowered since.
+        member_ids = list(
+            others.filter(status=ClassificationStatus.RUNNING, batch_leader=leader_id).values_list("pk", flat=True)
+        )
+        room = size - leader_taken - len(member_ids)
+        if (leader_taken or member_ids) and room > 0:
             # The newest: the oldest jobs' messages are next in the broker's queue, so another worker
             # thread is about to start on them; taking those would leave it only no-op messages.
-            queued = (
-                Classification.objects.select_for_update(skip_locked=True)
-                .filter(status=ClassificationStatus.QUEUED)
-                .exclude(pk=leader_id)
-                .order_by("-created_at")
-            )
-            claimed.extend(queued[: size - len(claimed)])
+            queued = others.filter(status=ClassificationStatus.QUEUED).order_by("-created_at")
+            member_ids.extend(queued.values_list("pk", flat=True)[:room])
+        if member_ids:
+            Classification.objects.filter(_claimable(now), pk__in=member_ids).update(**claim)
+        claimed = list(
+            Classification.objects.filter(pk__in=[batch_leader, *member_ids], batch_leader=batch_leader, started_at=now)
+        )
         if not claimed:
             return []
-        now, batch_leader = timezone.now(), uuid.UUID(str(leader_id))
-        for job in claimed:
-            if job.queue_wait_ms is None:  # from upload to the first start, kept when a job is redone
-                first_start = job.started_at or now
-                job.queue_wait_ms = max(0.0, (first_start - job.created_at).total_seconds() * 1000)
-            job.status = ClassificationStatus.RUNNING
-            job.attempts += 1
-            job.started_at = now
-            job.batch_leader = batch_leader
-            job.batch_size = len(claimed)
-        # One plain UPDATE (bulk_update's CASE expressions cost more Python than the jobs' model share).
-        Classification.objects.filter(pk__in=[job.pk for job in claimed]).update(
-            status=ClassificationStatus.RUNNING,
-            attempts=F("attempts") + 1,
-            started_at=now,
-            batch_leader=batch_leader,
-            batch_size=len(claimed),
-        )
+        Classification.objects.filter(pk__in=[job.pk for job in claimed]).update(batch_size=len(claimed))
+    claimed.sort(key=lambda job: (job.pk != batch_leader, job.created_at))
+    for job in claimed:
+        job.batch_size = len(claimed)
+        if job.queue_wait_ms is None:  # from upload to the first start that ran it, kept when a job is redone
+            job.queue_wait_ms = max(0.0, (now - job.created_at).total_seconds() * 1000)
     return claimed
 
 
@@ -494,15 +501,16 @@ def _finish_batch(results: Sequence[tuple[Classification, float, _Outcome]], sta
             ClassificationPrediction.objects.bulk_create(predictions)
 
 
-def _fail(classification_id: uuid.UUID | str, message: str) -> Classification | None:
+def _fail(classification_id: uuid.UUID | str, message: str, detail: str = "") -> Classification | None:
     with transaction.atomic():
         classification = Classification.objects.select_for_update().filter(pk=classification_id).first()
         if classification is None or classification.status == ClassificationStatus.DONE:
             return classification
         classification.status = ClassificationStatus.FAILED
         classification.error = message[:MAX_ERROR_LENGTH]
+        classification.error_detail = detail[:MAX_ERROR_LENGTH]
         classification.finished_at = timezone.now()
-        classification.save(update_fields=["status", "error", "finished_at"])
+        classification.save(update_fields=["status", "error", "error_detail", "finished_at"])
         _remember_finished_on_commit([classification.pk])
     return classification
 
@@ -510,15 +518,68 @@ def _fail(classification_id: uuid.UUID | str, message: str) -> Classification | 
 def classification_run(classification_id: uuid.UUID | str) -> int:
     """Run this job, batched with other queued jobs (see above); returns how many jobs this call ran.
 
-    Safe to call again for the same job: a finished job is never redone.
+    Safe to call again for the same job: a finished job is never redone. Raises ``ClassificationUnavailable``
+    when an active model cannot be loaded (the jobs are queued again).
     """
     jobs = _claim_batch(classification_id, worker_batch_size())
     if jobs:
-        _run_batch(jobs)
+        with _lease_renewed(jobs):
+            _run_batch(jobs)
     return len(jobs)
 
 
+@contextlib.contextmanager
+def _lease_renewed(jobs: Sequence[Classification]) -> Any:
+    """Renew the batch's lease from a background thread while it runs, so only a dead worker's jobs expire."""
+    stop = threading.Event()
+    claim = Classification.objects.filter(
+        pk__in=[job.pk for job in jobs], status=ClassificationStatus.RUNNING,
+        batch_leader=jobs[0].batch_leader, started_at=jobs[0].started_at,
+    )
+
+    def renew() -> None:
+        from django.db import connection
+
+        try:
+            while not stop.wait(lease_duration().total_seconds() / 3):
+                try:
+                    claim.update(lease_expires_at=timezone.now() + lease_duration())
+                except Exception:  # a database hiccup: the next beat tries again
+                    logger.exception("could not renew the lease of classification batch %s", jobs[0].batch_leader)
+        finally:
+            connection.close()  # this thread's own connection
+
+    heartbeat = threading.Thread(target=renew, name="carsite-lease", daemon=True)
+    heartbeat.start()
+    try:
+        yield
+    except BaseException:
+        stop.set()
+        heartbeat.join()
+        # The task's retry (a database hiccup) must find the jobs claimable, not wait for the lease to run out.
+        with contextlib.suppress(DatabaseError):
+            claim.update(lease_expires_at=timezone.now())
+        raise
+    finally:
+        stop.set()
+        heartbeat.join()
+
+
+def _requeue_unavailable(jobs: Sequence[Classification], exc: Exception) -> None:
+    """Put the batch back in the queue, telling the visitor only that classification is unavailable."""
+    logger.error("classification unavailable, %d jobs queued again: %s", len(jobs), exc, exc_info=exc)
+    Classification.objects.filter(pk__in=[job.pk for job in jobs], status=ClassificationStatus.RUNNING).update(
+        status=ClassificationStatus.QUEUED,
+        batch_leader=None,
+        lease_expires_at=None,
+        error=UNAVAILABLE_MESSAGE,
+        error_detail=str(exc)[:MAX_ERROR_LENGTH],
+    )
+
+
 def _run_batch(jobs: Sequence[Classification]) -> None:
+    from classifier.runtime import ModelLoadError
+
     started = time.perf_counter()
     _test_delay()
     decoded: list[tuple[Classification, Image.Image, float]] = []
@@ -528,7 +589,7 @@ def _run_batch(jobs: Sequence[Classification]) -> None:
         except Exception as exc:
             # One unreadable photo fails alone; the rest of the batch goes on.
             logger.exception("classification %s failed", job.pk)
-            _fail(job.pk, _readable_error(exc))
+            _fail(job.pk, _readable_error(exc), f"{type(exc).__name__}: {exc}")
             continue
         decoded.append((job, image, decode_ms))
     if not decoded:
@@ -538,10 +599,13 @@ def _run_batch(jobs: Sequence[Classification]) -> None:
     try:
         with compute_slot():
             outcomes = _classify_images([image for _, image, _ in decoded])
+    except ModelLoadError as exc:
+        _requeue_unavailable([job for job, _, _ in decoded], exc)
+        raise ClassificationUnavailable(str(exc)) from exc
     except Exception as exc:
         logger.exception("classification batch of %s failed", ", ".join(str(job.pk) for job, _, _ in decoded))
         for job, _, _ in decoded:
-            _fail(job.pk, _readable_error(exc))
+            _fail(job.pk, _readable_error(exc), f"{type(exc).__name__}: {exc}")
         return
     _finish_batch(
         [(job, decode_ms, outcome) for (job, _, decode_ms), outcome in zip(decoded, outcomes, strict=True)],
@@ -552,11 +616,12 @@ def _run_batch(jobs: Sequence[Classification]) -> None:
 
 
 def _readable_error(exc: BaseException) -> str:
+    """What the visitor is told: never a path or the exception's text (those go to ``error_detail``)."""
     if isinstance(exc, FileNotFoundError):
         return "The uploaded photo could not be found on the server any more."
     if isinstance(exc, OSError | SyntaxError) and "image" in str(exc).lower():
-        return f"The stored photo could not be decoded: {exc}"
-    return f"The photo could not be classified ({type(exc).__name__}: {exc})."
+        return "The stored photo could not be decoded."
+    return "The photo could not be classified."
 
 
 def classification_fail_stuck(classification_id: uuid.UUID | str, message: str) -> int:
@@ -574,47 +639,40 @@ def classification_fail_stuck(classification_id: uuid.UUID | str, message: str) 
     return failed
 
 
-def classifications_requeue_stuck(
-    *, queued_for: dt.timedelta | None = None, running_for: dt.timedelta | None = None, limit: int = 500
-) -> int:
+def classifications_requeue_stuck(*, queued_for: dt.timedelta | None = None, limit: int = 500) -> int:
     """Send a task again for jobs whose message is evidently gone; returns how many tasks were sent.
 
-    A queued job's message is lost when the broker restarts without persistence or is flushed; a dead
-    worker's batch comes back by itself only after the broker's visibility timeout (hours on Redis).
-    Queued longer than ``queued_for`` or running under a leader for longer than ``running_for`` (by
-    default the task's hard time limit and a margin, so it cannot still be running) gets one more
-    task. That is always safe: a job's task is a no-op once it has finished (so in a backlog longer than
-    ``queued_for`` the extra task costs one lookup), and a leader's task redoes its batch.
+    Run every ``CARSITE_CLASSIFY_REQUEUE_EVERY`` seconds by Celery beat. A job whose task could not be
+    sent (the broker was down) is sent now. A queued job's message is lost when the broker restarts
+    without persistence or is flushed: queued longer than ``queued_for`` gets one more task. A running
+    job whose lease expired was left by a dead worker (a live one renews it): it goes back to the queue
+    with a task of its own. That is always safe: a job's task is a no-op once it has finished or been
+    claimed, so in a backlog longer than ``queued_for`` the extra task costs one lookup.
     """
     now = timezone.now()
     queued_for = queued_for or dt.timedelta(seconds=settings.CARSITE_CLASSIFY_REQUEUE_QUEUED_AFTER)
-    running_for = running_for or dt.timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + 300)
-    queued = Classification.objects.filter(
-        status=ClassificationStatus.QUEUED, created_at__lt=now - queued_for
-    ).order_by("created_at").values_list("pk", flat=True)[:limit]
-    # A running job's task is its batch leader's (the job itself when it ran alone).
-    running = list(
-        Classification.objects.filter(status=ClassificationStatus.RUNNING, started_at__lt=now - running_for)
-        .order_by("started_at")
-        .values_list("batch_leader", "pk")[:limit]
-    )
-    # A job left running under a leader that has finished (or failed) is orphaned: that leader's task
-    # would do nothing, so the job goes back to the queue and its own task is sent.
-    leaders = {leader for leader, _ in running if leader is not None}
-    finished_leaders = set(
-        Classification.objects.filter(
-            pk__in=leaders, status__in=[ClassificationStatus.DONE, ClassificationStatus.FAILED]
-        ).values_list("pk", flat=True)
-    )
-    orphans = [pk for leader, pk in running if leader in finished_leaders]
-    if orphans:
-        Classification.objects.filter(pk__in=orphans, status=ClassificationStatus.RUNNING).update(
-            status=ClassificationStatus.QUEUED, batch_leader=None
+    with transaction.atomic():
+        expired = list(
+            Classification.objects.select_for_update(skip_locked=True)
+            .filter(_claimable(now), status=ClassificationStatus.RUNNING)
+            .order_by("started_at")
+            .values_list("pk", flat=True)[:limit]
         )
-    task_ids = list(
-        dict.fromkeys([*queued, *orphans, *(leader or pk for leader, pk in running if leader not in finished_leaders)])
-    )
-    for task_id in task_ids:
-        logger.warning("classification %s looks stuck: queueing its task again", task_id)
-        transaction.on_commit(_enqueue_callback(task_id))
+        if expired:
+            Classification.objects.filter(pk__in=expired).update(
+                status=ClassificationStatus.QUEUED, batch_leader=None, lease_expires_at=None
+            )
+        unsent = Q(task_unsent_since__isnull=False) | Q(created_at__lt=now - queued_for)
+        queued = list(
+            Classification.objects.filter(unsent, status=ClassificationStatus.QUEUED)
+            .exclude(pk__in=expired)
+            .order_by("created_at")
+            .values_list("pk", flat=True)[:limit]
+        )
+        # Cleared before sending: a send that fails sets it again (see _enqueue_callback).
+        Classification.objects.filter(pk__in=queued, task_unsent_since__isnull=False).update(task_unsent_since=None)
+        task_ids = [*expired, *queued]
+        for task_id in task_ids:
+            logger.warning("classification %s looks stuck: queueing its task again", task_id)
+            transaction.on_commit(_enqueue_callback(task_id))
     return len(task_ids)

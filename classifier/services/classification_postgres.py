@@ -97,6 +97,7 @@ def _claim_sql() -> str:
             {field("attempts")} = job.{field("attempts")} + 1,
             {started_at} = %s,
             {field("batch_leader")} = %s,
+            {field("lease_expires_at")} = %s,
             {field("batch_size")} = (SELECT count(*) FROM picked),
             {queue_wait} = COALESCE(
                 job.{queue_wait},
@@ -108,14 +109,19 @@ def _claim_sql() -> str:
     """
 
 
-def claim_queued_batch(leader_id: uuid.UUID, size: int, now: dt.datetime) -> list[Classification]:
+def claim_queued_batch(
+    leader_id: uuid.UUID, size: int, now: dt.datetime, lease_expires_at: dt.datetime
+) -> list[Classification]:
     """Mark a queued leader and up to ``size - 1`` of the newest other queued jobs running, in one statement.
 
     [] when the leader was not queued once its row was locked (another task took it, or it is being
     redone): the caller then decides through the general path. The leader comes first in the result.
     """
     queued = ClassificationStatus.QUEUED
-    params = [leader_id, queued, queued, leader_id, size - 1, ClassificationStatus.RUNNING, now, leader_id, now]
+    params = [
+        leader_id, queued, queued, leader_id, size - 1, ClassificationStatus.RUNNING, now, leader_id, lease_expires_at,
+        now,
+    ]
     claimed = list(Classification.objects.raw(_claim_sql(), params))
     claimed.sort(key=lambda job: (job.pk != leader_id, -job.created_at.timestamp()))
     return claimed

@@ -150,19 +150,3 @@ def test_schema_documents_the_upload(client):
     assert {"202", "400", "429"} <= set(post["responses"])
     assert post["security"] and {} in post["security"]  # anonymous allowed
     assert "get" in schema["paths"][f"{URL}{{id}}/"]
-
-
-def test_broker_down_marks_the_job_failed_instead_of_a_500(client, monkeypatch, django_capture_on_commit_callbacks):
-    from classifier import tasks
-
-    def broker_down(*args, **kwargs):
-        raise ConnectionRefusedError("broker unreachable")
-
-    monkeypatch.setattr(tasks.classify, "delay", broker_down)
-    with django_capture_on_commit_callbacks(execute=True):
-        response = client.post(URL, {"image": _jpeg()})
-
-    assert response.status_code == 202
-    job = client.get(response["Location"]).json()
-    assert job["status"] == "failed"
-    assert "could not be queued" in job["error"]

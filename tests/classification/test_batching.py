@@ -194,22 +194,23 @@ def test_a_result_written_meanwhile_by_another_delivery_is_kept(
     assert not ClassificationPrediction.objects.filter(classification=member).exists()
 
 
-def test_a_batch_left_running_by_a_dead_worker_is_redone_by_its_leader_once(
-    settings, active_gate, active_classifier, mdx_photo
-):
+def test_a_batch_left_running_by_a_dead_worker_is_redone_once(settings, active_gate, active_classifier, mdx_photo):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
     settings.CARSITE_CLASSIFY_WORKER_BATCH = 3
     jobs = _queue([mdx_photo, mdx_photo, mdx_photo])
     classification_run(jobs[0].pk)
     expected = _answer(jobs[1])
-    # What a worker killed mid-batch leaves behind: all three running under the leader.
-    Classification.objects.filter(pk__in=[job.pk for job in jobs]).update(status=ClassificationStatus.RUNNING)
+    # What a worker killed mid-batch leaves behind: all three running under the leader, the lease expired.
+    Classification.objects.filter(pk__in=[job.pk for job in jobs]).update(
+        status=ClassificationStatus.RUNNING, lease_expires_at=timezone.now() - timedelta(seconds=1)
+    )
 
-    # A member's own message finds it running under a leader whose message is still unacknowledged.
-    classification_run(jobs[1].pk)
-    assert Classification.objects.get(pk=jobs[1].pk).attempts == 1
-
-    # The leader's message comes back: the whole batch is redone, one set of predictions each.
-    classification_run(jobs[0].pk)
+    # A member's own message redoes it alone; the leader's redoes the rest of its batch.
+    assert classification_run(jobs[1].pk) == 1
+    assert classification_run(jobs[0].pk) == 2
     for job in jobs:
         job.refresh_from_db()
         assert (job.status, job.attempts) == (ClassificationStatus.DONE, 2)
@@ -282,7 +283,8 @@ def test_jobs_whose_task_was_lost_are_queued_again_and_finish(
         status=ClassificationStatus.RUNNING, batch_leader=dead_leader.pk, started_at=long_ago, attempts=1
     )
     Classification.objects.filter(pk=busy.pk).update(
-        status=ClassificationStatus.RUNNING, batch_leader=busy.pk, started_at=timezone.now(), attempts=1
+        status=ClassificationStatus.RUNNING, batch_leader=busy.pk, started_at=timezone.now(), attempts=1,
+        lease_expires_at=timezone.now() + timedelta(minutes=1),
     )
     # Left running under a leader that has finished since: that leader's task would do nothing for it.
     classification_run(finished_leader.pk)
@@ -293,7 +295,7 @@ def test_jobs_whose_task_was_lost_are_queued_again_and_finish(
     # No broker in these tests: the tasks sent again run in-process once the sweep commits, as in the
     # embedded default.
     with django_capture_on_commit_callbacks(execute=True):
-        assert classifications_requeue_stuck(queued_for=timedelta(minutes=30)) == 3
+        assert classifications_requeue_stuck(queued_for=timedelta(minutes=30)) == 4
 
     statuses = dict(Classification.objects.values_list("pk", "status"))
     for job in (lost, dead_leader, dead_member, orphan):
@@ -305,4 +307,4 @@ def test_jobs_whose_task_was_lost_are_queued_again_and_finish(
     call_command("requeue_stuck_classifications", "--queued-minutes", "30")
     assert classifications_requeue_stuck(queued_for=timedelta(minutes=30)) == 0
     with pytest.raises(CommandError, match="more than 0"):
-        call_command("requeue_stuck_classifications", "--running-minutes", "0")
+        call_command("requeue_stuck_classifications", "--queued-minutes", "0")

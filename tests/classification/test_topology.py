@@ -66,7 +66,9 @@ class Workers:
     def __init__(self, tmp_path: Path, models_dir: Path) -> None:
         self.tmp_path, self.models_dir, self.processes = tmp_path, models_dir, []
 
-    def start(self, *, delay_ms: int = 0, visibility_timeout: int = 3600, name: str = "w") -> subprocess.Popen:
+    def start(
+        self, *, delay_ms: int = 0, visibility_timeout: int = 3600, lease_seconds: float = 60, name: str = "w"
+    ) -> subprocess.Popen:
         env = {
             **os.environ,
             "DATABASE_URL": database_url(),
@@ -75,6 +77,7 @@ class Workers:
             "MEDIA_ROOT": str(settings.MEDIA_ROOT),
             "CARSITE_MODELS_DIR": str(self.models_dir),
             "CARSITE_CLASSIFY_TEST_DELAY_MS": str(delay_ms),
+            "CARSITE_CLASSIFY_LEASE_SECONDS": str(lease_seconds),
             "CARSITE_TORCH_THREADS": "1",
             "SECRET_KEY": settings.SECRET_KEY,
             "DEBUG": "0",
@@ -166,9 +169,12 @@ def test_fifty_concurrent_uploads_all_finish(
 def test_job_of_a_killed_worker_is_redone_once(
     transactional_db, workers, active_gate, active_classifier, mdx_photo
 ):
+    from django.utils import timezone
+
     # The first worker sleeps 20 s inside every job; Redis hands an unacknowledged job out again
-    # once its visibility timeout (3 s) has passed and a worker restores it.
-    slow = workers.start(delay_ms=20_000, visibility_timeout=3, name="slow")
+    # once its visibility timeout (3 s) has passed and a worker restores it, and the delivery takes the
+    # job back once the dead worker's lease (3 s) has run out.
+    slow = workers.start(delay_ms=20_000, visibility_timeout=3, lease_seconds=3, name="slow")
     status, job_id = _post(mdx_photo, 1)
     assert status == 202
     _wait_until(
@@ -178,6 +184,10 @@ def test_job_of_a_killed_worker_is_redone_once(
 
     workers.kill(slow)
     assert Classification.objects.get(pk=job_id).status == ClassificationStatus.RUNNING
+    _wait_until(
+        lambda: Classification.objects.filter(pk=job_id, lease_expires_at__lt=timezone.now()).exists(),
+        timeout=30, workers=workers, what="the dead worker's lease to expire",
+    )
     workers.start(visibility_timeout=3, name="fresh")
 
     _wait_until(
@@ -190,3 +200,34 @@ def test_job_of_a_killed_worker_is_redone_once(
     ranks = ClassificationPrediction.objects.filter(classification=classification).values_list("rank", flat=True)
     assert sorted(ranks) == [1, 2, 3, 4, 5]
     assert classification.predicted_car_model.label == "2023 Acura MDX"
+
+
+def test_jobs_of_a_killed_worker_are_redone_once_their_lease_expires(transactional_db, workers, active_gate, mdx_photo):
+    from django.utils import timezone
+
+    from classifier.services.classification import classifications_requeue_stuck
+
+    # Redis would hand the message out again only after its visibility timeout (an hour here); the lease,
+    # renewed while the worker lives, runs out 3 s after it dies, and the periodic requeue sends the job again.
+    slow = workers.start(delay_ms=20_000, lease_seconds=3, name="slow")
+    status, job_id = _post(mdx_photo, 1)
+    assert status == 202
+    _wait_until(
+        lambda: Classification.objects.filter(pk=job_id, status=ClassificationStatus.RUNNING).exists(),
+        timeout=120, workers=workers, what="the job to start",
+    )
+    assert classifications_requeue_stuck() == 0  # its worker is alive
+
+    workers.kill(slow)
+    workers.start(lease_seconds=3, name="fresh")
+    _wait_until(
+        lambda: Classification.objects.filter(pk=job_id, lease_expires_at__lt=timezone.now()).exists(),
+        timeout=30, workers=workers, what="the dead worker's lease to expire",
+    )
+    assert classifications_requeue_stuck() == 1  # what Celery beat runs every 30 s
+
+    _wait_until(
+        lambda: Classification.objects.filter(pk=job_id, status=ClassificationStatus.DONE).exists(),
+        timeout=180, workers=workers, what="the requeued job to finish",
+    )
+    assert Classification.objects.get(pk=job_id).attempts == 2
