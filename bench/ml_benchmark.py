@@ -49,10 +49,7 @@ def load_rows(shared: Path) -> list[dict[str, str]]:
 # Recipes compared by cross-validation (--variants); every one trains for a fixed number of epochs.
 VARIANTS: dict[str, Callable[[], TrainConfig]] = {
     "lite0-crop224-linear": lambda: replace(classifier_recipe("efficientnet_lite0"), frame_size=None),
-    "lite0-frame224-linear": lambda: replace(classifier_recipe("efficientnet_lite0"), frame_size=(224, 224)),
-    "lite0-frame240x320-linear": lambda: classifier_recipe("efficientnet_lite0"),
-    "lite0-frame240x320-tail1": lambda: replace(classifier_recipe("efficientnet_lite0"), tail_blocks=1,
-                                                lr_finetune=1e-3),
+    "lite0-frame240x320-linear": lambda: replace(classifier_recipe("efficientnet_lite0"), frame_size=(240, 320)),
     "lite2-frame260x347-linear": lambda: replace(classifier_recipe("efficientnet_lite2"), frame_size=(260, 347)),
 }
 
@@ -225,7 +222,7 @@ def main() -> int:
         print(f"forward batch 1: {k}: {v:.1f} ms/image")
     print(f"deployed gate + classifier per photo (decode + preprocess + both models, batch 1): "
           f"median {statistics.median(pair_ms):.1f} ms, max {max(pair_ms):.1f} ms over {len(pair_ms)} photos "
-          f"(target <= 300 ms)")
+          f"(target <= 100 ms on one quiet core)")
     print(f"total wall time: {time.perf_counter() - t_total:.0f}s")
     return 0
 

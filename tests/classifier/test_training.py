@@ -79,7 +79,7 @@ def test_train_classifier_learns_from_every_image_and_records_cross_validated_fi
     assert {"top1_mean", "top1_std", "coverage", "ece_calibrated"} <= set(metrics)
     bundle = model_version_bundle_dir(version)
     meta = json.loads((bundle / "bundle.json").read_text())
-    assert meta["preprocess"]["frame_size"] == [48, 64]  # the recipe's whole 4:3 frame, 48 px high
+    assert meta["preprocess"]["crop_size"] == 48
     assert meta["abstain_threshold"] == metrics["abstain_threshold"]
     split = json.loads((bundle / "split.json").read_text())
     assert len(split["train"]) == 16 and not split["val"] and not split["test"]
