@@ -58,9 +58,10 @@ def cv_line(metrics: dict) -> str:
     return (f"top-1 {100 * metrics['top1_mean']:.1f} ± {100 * metrics['top1_std']:.1f}%  "
             f"top-3 {100 * metrics['top3_mean']:.1f} ± {100 * metrics['top3_std']:.1f}%  "
             f"coverage at {100 * metrics['target_precision']:.0f}% precision {100 * metrics['coverage']:.1f}% "
-            f"(answered right {100 * metrics['answered_precision']:.1f}%)  "
+            f"(± {100 * metrics['coverage_std']:.1f} over folds; "
+            f"answered right {100 * metrics['answered_precision']:.1f}%)  "
             f"ECE {100 * metrics['ece_uncalibrated']:.1f}% -> {100 * metrics['ece_calibrated']:.1f}% "
-            f"(T {metrics['temperature']:.2f})")
+            f"(folds' spread ± {100 * metrics['ece_calibrated_std']:.1f}; T {metrics['temperature']:.2f})")
 
 
 def time_forward(model: nn.Module, size: int | tuple[int, int], runs: int) -> float:

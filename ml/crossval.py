@@ -78,17 +78,16 @@ class CrossValidation:
         probs = (self.logits / temperature).softmax(1)
         coverage, precision = answered_share(probs, self.targets, threshold)
         risk_coverage_png(probs, self.targets, threshold, Path(out_dir) / "risk_coverage.png")
-        fold_ece = [
-            expected_calibration_error(probs[[i for i, g in enumerate(self.folds) if g == f]],
-                                       self.targets[[i for i, g in enumerate(self.folds) if g == f]])
-            for f in sorted(set(self.folds))
-        ]
+        fold_rows = [[i for i, g in enumerate(self.folds) if g == f] for f in sorted(set(self.folds))]
+        fold_ece = [expected_calibration_error(probs[rows], self.targets[rows]) for rows in fold_rows]
+        fold_coverage = [answered_share(probs[rows], self.targets[rows], threshold)[0] for rows in fold_rows]
         metrics.update(self.summary())
         metrics.update({
             "evaluated_on": f"out-of-fold ({len(set(self.folds))}-fold grouped cross-validation)",
             "abstain_threshold": threshold,
             "coverage": coverage,
             "answered_precision": precision,
+            "coverage_std": statistics.pstdev(fold_coverage),
             "ece_calibrated_std": statistics.pstdev(fold_ece),
         })
         (Path(out_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
