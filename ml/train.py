@@ -1,7 +1,9 @@
-"""Two-phase transfer learning (frozen-backbone head, then fine-tune) with resumable checkpoints.
+"""Transfer learning: two-phase training (frozen-backbone head, then fine-tune) with resumable checkpoints,
+or the frozen-trunk recipe (cached trunk outputs, a trained tail); grouped cross-validation of either.
 
 Run: python -m ml.train --manifest M.csv --arch efficientnet_lite0 --output BUNDLE_DIR
-(torchrun --nproc_per_node=N -m ml.train ... for DDP).
+(torchrun --nproc_per_node=N -m ml.train ... for DDP; --recipe classifier --cv-folds 5: the car classifier's
+recipe, cross-validated, then trained on every photo).
 """
 
 from __future__ import annotations
