@@ -90,7 +90,7 @@ class TrainingOptions:
         if self.arch not in ARCHITECTURES:
             raise TrainingError(f"unknown architecture {self.arch!r}; choose from {', '.join(ARCHITECTURES)}")
 
-    def train_config(self, kind: str = "gate") -> Any:  # -> ml.train.TrainConfig
+    def train_config(self, kind: str) -> Any:  # -> ml.train.TrainConfig for ModelKind ``kind``
         from ml.train import TrainConfig, classifier_recipe
 
         base = classifier_recipe(self.arch) if kind == ModelKind.CLASSIFIER else TrainConfig(arch=self.arch)
