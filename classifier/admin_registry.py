@@ -16,15 +16,22 @@ from classifier.selectors.registry import model_version_report, model_version_re
 from classifier.services.registry import RegistryError, model_version_activate
 
 METRIC_LABELS = (
+    ("evaluated_on", "Evaluated on"),
+    ("folds", "Cross-validation folds"),
     ("top1", "Top-1 accuracy"),
+    ("top1_mean", "Top-1 accuracy, mean over folds"),
+    ("top1_std", "Top-1 accuracy, spread over folds"),
     ("top3", "Top-3 accuracy"),
+    ("top3_mean", "Top-3 accuracy, mean over folds"),
+    ("coverage", "Coverage (share answered) at the abstain threshold"),
+    ("answered_precision", "Precision of the answered"),
+    ("abstain_threshold", "Abstain threshold"),
     ("top5", "Top-5 accuracy"),
     ("macro_f1", "Macro F1"),
     ("ece_uncalibrated", "ECE before calibration"),
     ("ece_calibrated", "ECE after calibration"),
     ("temperature", "Temperature"),
     ("n", "Images evaluated"),
-    ("evaluated_on", "Evaluated on"),
     ("n_train", "Training images"),
     ("n_val", "Validation images"),
     ("n_test", "Test images"),

@@ -29,7 +29,9 @@ from ml.presets import PreprocessConfig
 WEIGHTS_FILE = "weights.safetensors"
 META_FILE = "bundle.json"
 SPLIT_FILE = "split.json"
-REPORT_FILES = ("report.csv", "report.md", "confusion_matrix.png", "curves.png", "metrics.json")
+REPORT_FILES = (
+    "report.csv", "report.md", "confusion_matrix.png", "curves.png", "risk_coverage.png", "metrics.json"
+)
 # fields that describe *when/how* rather than *what*: excluded from the content hash
 _UNHASHED = ("version", "created_at")
 

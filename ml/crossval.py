@@ -7,16 +7,26 @@ makes (epoch, temperature, threshold) can only be made on data inside the traini
 
 from __future__ import annotations
 
+import json
 import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from ml.data import ManifestRecord, grouped_folds
-from ml.evaluate import topk_accuracy
+from ml.evaluate import (
+    answered_share,
+    choose_abstain_threshold,
+    evaluate_predictions,
+    expected_calibration_error,
+    fit_temperature,
+    risk_coverage_png,
+    topk_accuracy,
+)
 
 Scorer = Callable[[list[ManifestRecord]], torch.Tensor]
 
@@ -54,6 +64,36 @@ class CrossValidation:
         return out
 
 
+    def calibration(self, target_precision: float = 0.9) -> tuple[float, float]:
+        """(temperature, abstain threshold) fitted on the out-of-fold predictions: honest without a held-out
+        split, because every prediction comes from a model that never saw the photo."""
+        temperature = fit_temperature(self.logits, self.targets)
+        threshold = choose_abstain_threshold((self.logits / temperature).softmax(1), self.targets, target_precision)
+        return temperature, threshold
+
+    def report(self, out_dir: str | Path, temperature: float, threshold: float) -> dict[str, Any]:
+        """Metrics of the out-of-fold predictions (mean and spread over folds, coverage at the threshold) and
+        the report files (per-class report, confusion matrix, risk-coverage plot) in ``out_dir``."""
+        metrics = evaluate_predictions(self.logits, self.targets, self.labels, out_dir, temperature)
+        probs = (self.logits / temperature).softmax(1)
+        coverage, precision = answered_share(probs, self.targets, threshold)
+        risk_coverage_png(probs, self.targets, threshold, Path(out_dir) / "risk_coverage.png")
+        fold_rows = [[i for i, g in enumerate(self.folds) if g == f] for f in sorted(set(self.folds))]
+        fold_ece = [expected_calibration_error(probs[rows], self.targets[rows]) for rows in fold_rows]
+        fold_coverage = [answered_share(probs[rows], self.targets[rows], threshold)[0] for rows in fold_rows]
+        metrics.update(self.summary())
+        metrics.update({
+            "evaluated_on": f"out-of-fold ({len(set(self.folds))}-fold grouped cross-validation)",
+            "abstain_threshold": threshold,
+            "coverage": coverage,
+            "answered_precision": precision,
+            "coverage_std": statistics.pstdev(fold_coverage),
+            "ece_calibrated_std": statistics.pstdev(fold_ece),
+        })
+        (Path(out_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+        return metrics
+
+
 def cross_validate(
     records: Sequence[ManifestRecord],
     labels: Sequence[str],
@@ -69,6 +109,8 @@ def cross_validate(
     for f in range(k):
         train = [r for r, g in zip(records, folds, strict=True) if g != f]
         held_out = [i for i, g in enumerate(folds) if g == f]
+        if not held_out:  # fewer groups than folds
+            continue
         scorer = fit(train)
         logits[held_out] = scorer([replace(records[i], label="") for i in held_out]).float()
     targets = torch.tensor([c2i[r.label] for r in records])

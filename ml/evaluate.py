@@ -233,6 +233,39 @@ def choose_abstain_threshold(
     return best if best is not None else float(conf_sorted[0])
 
 
+def answered_share(probs: torch.Tensor, targets: torch.Tensor, threshold: float) -> tuple[float, float]:
+    """(coverage, precision): the share of images whose top-1 probability reaches ``threshold``, and the
+    share of those answered correctly (nan when none is answered)."""
+    conf, pred = probs.max(dim=1)
+    answered = conf >= threshold
+    if len(targets) == 0 or not answered.any():
+        return 0.0, float("nan")
+    return float(answered.float().mean()), float((pred[answered] == targets[answered]).float().mean())
+
+
+def risk_coverage_png(probs: torch.Tensor, targets: torch.Tensor, threshold: float, path: str | Path) -> None:
+    """Error rate of the answered images against the share answered, most confident first; the chosen
+    abstain threshold marked."""
+    conf, pred = probs.max(dim=1)
+    order = torch.argsort(conf, descending=True)
+    wrong = (pred[order] != targets[order]).float()
+    n = torch.arange(1, len(order) + 1)
+    coverage, risk = (n / len(order)).numpy(), (torch.cumsum(wrong, 0) / n).numpy()
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.plot(coverage, risk)
+    cov, prec = answered_share(probs, targets, threshold)
+    if cov > 0:
+        ax.plot([cov], [1 - prec], "o", label=f"threshold {threshold:.2f}: {100 * cov:.0f}% answered")
+        ax.legend()
+    ax.set_xlabel("coverage (share answered)")
+    ax.set_ylabel("risk (error rate of the answered)")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, max(0.05, float(risk.max()) * 1.05))
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def evaluate_predictions(
     logits: torch.Tensor,
     targets: torch.Tensor,

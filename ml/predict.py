@@ -65,7 +65,7 @@ def group_matrix(num_outputs: int, labels: Sequence[str], groups: dict[str, list
 
 
 def compile_for_inference(
-    model: torch.nn.Module, crop_size: int, device: torch.device, cache_path: Path | None = None
+    model: torch.nn.Module, input_size: int | tuple[int, int], device: torch.device, cache_path: Path | None = None
 ) -> torch.nn.Module | None:
     """The model traced and frozen into one TorchScript graph, or None when that does not reproduce it.
 
@@ -81,8 +81,8 @@ def compile_for_inference(
     batch, for ``load_compiled`` to reuse in a later process: tracing and freezing took about 2 s of a
     worker's start here. The caller names the file after everything the graph depends on.
     """
-    example = torch.zeros(1, 3, crop_size, crop_size, device=device).to(memory_format=torch.channels_last)
-    probe = _check_batch(crop_size, device)
+    probe = _check_batch(input_size, device)
+    example = torch.zeros_like(probe[:1])
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # TracerWarning about the fixed-size padding, and the deprecation
@@ -136,17 +136,19 @@ def _save_compiled(compiled: torch.nn.Module, expected: torch.Tensor, path: Path
         logger.warning("could not cache the compiled model at %s: %s", path, exc)
 
 
-def _check_batch(crop_size: int, device: torch.device) -> torch.Tensor:
-    probe = torch.randn(2, 3, crop_size, crop_size, generator=torch.Generator().manual_seed(0))
+def _check_batch(input_size: int | tuple[int, int], device: torch.device) -> torch.Tensor:
+    """Two seeded random images of the model's input size ((height, width), or a square's side)."""
+    height, width = (input_size, input_size) if isinstance(input_size, int) else input_size
+    probe = torch.randn(2, 3, height, width, generator=torch.Generator().manual_seed(0))
     return probe.to(device).to(memory_format=torch.channels_last)
 
 
-def load_compiled(path: Path, crop_size: int, device: torch.device) -> torch.nn.Module | None:
+def load_compiled(path: Path, input_size: int | tuple[int, int], device: torch.device) -> torch.nn.Module | None:
     """A graph saved by ``compile_for_inference``, if there is one, it loads, and it still gives the eager
     model's output on the check batch (which also warms it up); None otherwise."""
     if not path.exists():
         return None
-    probe = _check_batch(crop_size, device)
+    probe = _check_batch(input_size, device)
     extra = {_EXPECTED_FILE: b""}
     try:
         with warnings.catch_warnings():
@@ -167,20 +169,23 @@ def load_compiled(path: Path, crop_size: int, device: torch.device) -> torch.nn.
 def compiled_graph_name(bundle: Bundle, device: torch.device) -> str:
     """File name of a bundle's compiled graph: one per bundle content, input size, torch build and CPU kind."""
     capability = torch.backends.cpu.get_cpu_capability() if device.type == "cpu" else device.type
-    return f"{bundle.kind}-{bundle.version}-{bundle.preprocess.crop_size}px-torch{torch.__version__}-{capability}.pt"
+    height, width = bundle.preprocess.input_size
+    size = f"{height}" if height == width else f"{height}x{width}"
+    return f"{bundle.kind}-{bundle.version}-{size}px-torch{torch.__version__}-{capability}.pt"
 
 
 @dataclass(frozen=True)
 class CompiledGraphName:
     kind: str
     version: str
-    crop_size: int
+    input_size: tuple[int, int]  # (height, width)
     torch_version: str
     capability: str
 
 
 _COMPILED_GRAPH_NAME = re.compile(
-    r"(?P<kind>[a-z]+)-(?P<version>.+)-(?P<crop>\d+)px-torch(?P<torch>[^-/]+)-(?P<capability>[A-Za-z0-9_]+)\.pt"
+    r"(?P<kind>[a-z]+)-(?P<version>.+)-(?P<height>\d+)(?:x(?P<width>\d+))?px-torch(?P<torch>[^-/]+)"
+    r"-(?P<capability>[A-Za-z0-9_]+)\.pt"
 )
 
 
@@ -189,9 +194,9 @@ def parse_compiled_graph_name(name: str) -> CompiledGraphName | None:
     match = _COMPILED_GRAPH_NAME.fullmatch(name)
     if match is None:
         return None
-    return CompiledGraphName(
-        match["kind"], match["version"], int(match["crop"]), match["torch"], match["capability"]
-    )
+    height = int(match["height"])
+    size = (height, int(match["width"] or height))
+    return CompiledGraphName(match["kind"], match["version"], size, match["torch"], match["capability"])
 
 
 class Predictor:
@@ -213,19 +218,19 @@ class Predictor:
         self.bundle = bundle
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.forward_batch_size = forward_batch_size
-        crop_size = bundle.preprocess.crop_size
+        input_size = bundle.preprocess.input_size
         cache_path = None
         if compile_model and compiled_cache_dir is not None:
             cache_path = Path(compiled_cache_dir) / compiled_graph_name(bundle, self.device)
         # A cached graph needs no eager model, and so no model definition (nor torchvision) at all.
-        cached = load_compiled(cache_path, crop_size, self.device) if cache_path is not None else None
+        cached = load_compiled(cache_path, input_size, self.device) if cache_path is not None else None
         self.model: torch.nn.Module
         if cached is not None:
             self.model, self.compiled = cached, True
         else:
             self.model = bundle.load_model(self.device).to(memory_format=torch.channels_last).eval()
             self.compiled = False
-            compiled = compile_for_inference(self.model, crop_size, self.device, cache_path) if compile_model else None
+            compiled = compile_for_inference(self.model, input_size, self.device, cache_path) if compile_model else None
             if compiled is not None:
                 self.model, self.compiled = compiled, True
         self.transform = ClassificationPresetEval.from_config(bundle.preprocess)
@@ -283,8 +288,8 @@ class Predictor:
 
     def warmup(self) -> None:
         """Dummy passes: the first calls allocate buffers, pick kernels and (traced) optimise the graph."""
-        size = self.bundle.preprocess.crop_size
-        x = torch.zeros(1, 3, size, size, device=self.device).to(memory_format=torch.channels_last)
+        x = torch.zeros(1, 3, *self.bundle.preprocess.input_size, device=self.device)
+        x = x.to(memory_format=torch.channels_last)
         with torch.inference_mode():
             for _ in range(3 if self.compiled else 2):
                 self.model(x)

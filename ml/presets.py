@@ -36,11 +36,23 @@ class PreprocessConfig:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     interpolation: str = "bilinear"
+    # (height, width): resize the whole frame to it instead of resize + centre crop (which cuts the
+    # front and rear off a landscape photo of a car). None: resize_size then crop_size, as before.
+    frame_size: tuple[int, int] | None = None
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(height, width) of the tensor the model gets."""
+        return self.frame_size if self.frame_size is not None else (self.crop_size, self.crop_size)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["mean"] = list(self.mean)
         d["std"] = list(self.std)
+        if self.frame_size is None:
+            del d["frame_size"]  # bundles of the crop geometry keep the keys (and hash) they always had
+        else:
+            d["frame_size"] = list(self.frame_size)
         return d
 
     @classmethod
@@ -51,6 +63,7 @@ class PreprocessConfig:
             mean=tuple(float(x) for x in d["mean"]),  # type: ignore[arg-type]
             std=tuple(float(x) for x in d["std"]),  # type: ignore[arg-type]
             interpolation=str(d.get("interpolation", "bilinear")),
+            frame_size=tuple(int(x) for x in d["frame_size"]) if d.get("frame_size") else None,  # type: ignore[arg-type]
         )
 
 
@@ -120,9 +133,14 @@ def _resizes_uint8_natively(interpolation: str) -> bool:
 
 def resize_short_side(image: torch.Tensor, short_side: int, interpolation: str = "bilinear") -> torch.Tensor:
     """Resize a uint8 (C, H, W) image so its short side is ``short_side`` (antialiased, as torchvision does)."""
+    return resize(image, resized_size(*image.shape[-2:], short_side), interpolation)
+
+
+def resize(image: torch.Tensor, size: tuple[int, int], interpolation: str = "bilinear") -> torch.Tensor:
+    """Resize a uint8 (C, H, W) image to ``size`` = (height, width) (antialiased, as torchvision does)."""
     _check_interpolation(interpolation)
     channels, height, width = image.shape
-    new_height, new_width = resized_size(height, width, short_side)
+    new_height, new_width = size
     if (new_height, new_width) == (height, width):
         return image
     batch = image.reshape(1, channels, height, width)
@@ -167,7 +185,7 @@ def pil_to_uint8_tensor(img: Image.Image) -> torch.Tensor:
 
 
 class ClassificationPresetEval:
-    """Deterministic: to RGB, resize short side, centre crop, tensor, normalise."""
+    """Deterministic: to RGB, resize short side and centre crop (or resize the whole frame), tensor, normalise."""
 
     def __init__(
         self,
@@ -176,26 +194,35 @@ class ClassificationPresetEval:
         mean: tuple[float, float, float] = IMAGENET_MEAN,
         std: tuple[float, float, float] = IMAGENET_STD,
         interpolation: str = "bilinear",
+        frame_size: tuple[int, int] | None = None,
     ) -> None:
         _check_interpolation(interpolation)
-        self.config = PreprocessConfig(crop_size, resize_size, tuple(mean), tuple(std), interpolation)
+        frame = (int(frame_size[0]), int(frame_size[1])) if frame_size is not None else None
+        self.config = PreprocessConfig(crop_size, resize_size, tuple(mean), tuple(std), interpolation, frame)
         self._mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
         self._std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
 
     @classmethod
     def from_config(cls, cfg: PreprocessConfig) -> ClassificationPresetEval:
-        return cls(cfg.crop_size, cfg.resize_size, cfg.mean, cfg.std, cfg.interpolation)
+        return cls(cfg.crop_size, cfg.resize_size, cfg.mean, cfg.std, cfg.interpolation, cfg.frame_size)
 
     def __call__(self, img: Image.Image) -> torch.Tensor:
         cfg = self.config
-        image = resize_short_side(pil_to_uint8_tensor(to_rgb(img)), cfg.resize_size, cfg.interpolation)
-        image = center_crop(image, cfg.crop_size)
+        image = pil_to_uint8_tensor(to_rgb(img))
+        if cfg.frame_size is not None:
+            image = resize(image, cfg.frame_size, cfg.interpolation)
+        else:
+            image = center_crop(resize_short_side(image, cfg.resize_size, cfg.interpolation), cfg.crop_size)
         # The same float arithmetic as torchvision's ToDtype(scale=True) and Normalize.
         return image.to(torch.float32).mul_(1.0 / 255).sub(self._mean).div_(self._std)
 
 
 class ClassificationPresetTrain:
-    """RandomResizedCrop + flip + TrivialAugment (or colour jitter) + normalise (+ erasing)."""
+    """RandomResizedCrop + flip + TrivialAugment (or colour jitter) + normalise (+ erasing).
+
+    With ``frame_size`` = (height, width) the random crop is resized to that frame (the whole-frame
+    geometry of the eval preset), its aspect ratio (width / height) drawn from ``ratio``.
+    """
 
     def __init__(
         self,
@@ -207,6 +234,8 @@ class ClassificationPresetTrain:
         auto_augment: str | None = "trivialaugment",
         random_erase: float = 0.0,
         min_scale: float = 0.25,
+        frame_size: tuple[int, int] | None = None,
+        ratio: tuple[float, float] = (3 / 4, 4 / 3),
     ) -> None:
         from torchvision.transforms import v2 as T
         from torchvision.transforms.functional import InterpolationMode
@@ -216,7 +245,10 @@ class ClassificationPresetTrain:
         steps: list[Any] = [
             ToRGB(),
             T.PILToTensor(),
-            T.RandomResizedCrop(crop_size, scale=(min_scale, 1.0), interpolation=interp, antialias=True),
+            T.RandomResizedCrop(
+                list(frame_size) if frame_size is not None else crop_size, scale=(min_scale, 1.0), ratio=ratio,
+                interpolation=interp, antialias=True,
+            ),
         ]
         if hflip_prob > 0:
             steps.append(T.RandomHorizontalFlip(hflip_prob))

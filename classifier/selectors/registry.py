@@ -13,7 +13,7 @@ from classifier.models import ModelKind, ModelVersion
 from classifier.services.registry import model_version_bundle_dir
 
 # The only report files the admin may serve from a bundle directory.
-REPORT_IMAGES = ("confusion_matrix.png", "curves.png")
+REPORT_IMAGES = ("confusion_matrix.png", "curves.png", "risk_coverage.png")
 REPORT_TABLE = "report.csv"
 REPORT_MARKDOWN = "report.md"
 

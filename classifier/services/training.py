@@ -15,7 +15,7 @@ import shutil
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -50,8 +50,8 @@ class TrainingOptions:
     years: list[int] | None = None
     label_level: str = "model"
     min_images_per_class: int = 5
-    # None: the recipe default of ml.train.TrainConfig (tuned on the benchmark's train/val split),
-    # so the site trains with the same recipe the benchmark measures.
+    # None: the recipe's default (the classifier's is ml.train.classifier_recipe, chosen by the benchmark's
+    # cross-validation; the gate's ml.train.TrainConfig), so the site trains what the benchmark measures.
     epochs_head: int | None = None
     epochs_finetune: int | None = None
     batch_size: int | None = None
@@ -60,9 +60,12 @@ class TrainingOptions:
     lr_finetune: float | None = None
     weight_decay: float | None = None
     label_smoothing: float | None = None
-    auto_augment: str | None = "trivialaugment"
+    auto_augment: str | None = "recipe"  # "recipe": the recipe's own; None: no automatic augmentation
     patience: int | None = None
     seed: int = 0
+    # The classifier: cross-validate over this many near-duplicate-grouped folds, then train on every image
+    # (metrics, temperature and threshold are the out-of-fold ones). 0: one train/val/test split instead.
+    cv_folds: int = 5
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     dedup_distance: int = 6
@@ -82,12 +85,15 @@ class TrainingOptions:
             raise TrainingError("validation and test fractions must be ≥ 0 and add up to less than 1")
         from ml.models import ARCHITECTURES
 
+        if self.cv_folds == 1 or self.cv_folds < 0:
+            raise TrainingError("cross-validate over at least 2 folds (or 0 for a train/val/test split)")
         if self.arch not in ARCHITECTURES:
             raise TrainingError(f"unknown architecture {self.arch!r}; choose from {', '.join(ARCHITECTURES)}")
 
-    def train_config(self) -> Any:  # -> ml.train.TrainConfig
-        from ml.train import TrainConfig
+    def train_config(self, kind: str) -> Any:  # -> ml.train.TrainConfig for ModelKind ``kind``
+        from ml.train import TrainConfig, classifier_recipe
 
+        base = classifier_recipe(self.arch) if kind == ModelKind.CLASSIFIER else TrainConfig(arch=self.arch)
         recipe = {
             name: getattr(self, name)
             for name in (
@@ -96,11 +102,15 @@ class TrainingOptions:
             )
             if getattr(self, name) is not None
         }
-        return TrainConfig(
-            arch=self.arch,
+        frame = base.frame_size
+        if self.crop_size and frame:  # a whole-frame recipe: the crop size is the frame's height
+            frame = (self.crop_size, round(self.crop_size * frame[1] / frame[0]))
+        return replace(
+            base,
             weights=self.weights,
             crop_size=self.crop_size,
-            auto_augment=self.auto_augment,
+            frame_size=frame,
+            auto_augment=base.auto_augment if self.auto_augment == "recipe" else self.auto_augment,
             seed=self.seed,
             device="cpu",
             max_steps_per_epoch=self.max_steps_per_epoch,
@@ -234,16 +244,23 @@ def _fit(
 ) -> dict[str, Any]:
     from ml.data import split_grouped
     from ml.models import PretrainedWeightsUnavailable
-    from ml.train import fit_bundle
+    from ml.train import fit_bundle, fit_bundle_cv
 
     split = split_grouped(training_set.records, options.val_fraction, options.test_fraction, options.seed)
-    if not split.train:
+    cross_validate = kind == ModelKind.CLASSIFIER and options.cv_folds > 0
+    if not split.train and not cross_validate:
         raise TrainingError("the split left no training images; add images or lower the validation/test share")
     work_dir = output.parent / f".{output.name}-work-{uuid.uuid4().hex[:8]}"
     staging = output.parent / f".{output.name}-{uuid.uuid4().hex[:8]}"
     try:
-        config = options.train_config()
-        if kind == ModelKind.GATE:
+        config = options.train_config(kind)
+        if cross_validate:
+            # Every image trains the deployed model; the figures come from the cross-validation.
+            _, _, metrics = fit_bundle_cv(
+                config, training_set.records, staging, kind=kind, labels=labels, k=options.cv_folds,
+                work_dir=work_dir, progress=progress,
+            )
+        elif kind == ModelKind.GATE:
             from ml.gate import fit_hybrid_gate
 
             # Trained head-only and joined with the ImageNet head (ml.gate.hybrid_gate_from_trained).

@@ -59,6 +59,19 @@ def test_detail_shows_metrics_report_images_and_label_mapping(staff_client, vers
     assert "Audi A4" in page  # the label mapping inline
 
 
+def test_detail_shows_the_cross_validated_figures_with_their_fold_count(staff_client, make_bundle):
+    metrics = {"evaluated_on": "out-of-fold (5-fold grouped cross-validation)", "folds": 5, "top1": 0.777,
+               "top1_mean": 0.776, "top1_std": 0.105, "coverage": 0.568, "abstain_threshold": 0.61}
+    version = model_version_register(make_bundle(["Acura MDX", "Audi A4"], metrics=metrics))
+    Image.new("RGB", (30, 30), (0, 255, 0)).save(model_version_bundle_dir(version) / "risk_coverage.png")
+    page = staff_client.get(reverse("admin:classifier_modelversion_change", args=[version.pk])).content.decode()
+    assert "<th scope=\"row\">Cross-validation folds</th><td>5</td>" in page
+    assert "out-of-fold (5-fold grouped cross-validation)" in page
+    assert "Top-1 accuracy, mean over folds" in page and "0.7760" in page and "0.1050" in page
+    assert "Coverage (share answered) at the abstain threshold" in page and "0.5680" in page
+    assert reverse("admin:classifier_modelversion_report_image", args=[version.pk, "risk_coverage.png"]) in page
+
+
 def test_report_image_view_serves_nothing_but_report_images(staff_client, version_with_report):
     prefix = reverse("admin:classifier_modelversion_report_image", args=[version_with_report.pk, "x"])[:-1]
     for name in ("bundle.json", "weights.safetensors", "report.csv"):

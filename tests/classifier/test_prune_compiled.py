@@ -10,17 +10,21 @@ from django.core.management import call_command
 
 from classifier.models import ModelVersion
 from ml.predict import compiled_graph_name, parse_compiled_graph_name
+from ml.presets import PreprocessConfig
 
 pytestmark = pytest.mark.django_db
 
 
 def test_a_compiled_graph_name_reads_back():
-    bundle = SimpleNamespace(kind="classifier", version="50928f2faad7", preprocess=SimpleNamespace(crop_size=224))
+    bundle = SimpleNamespace(kind="classifier", version="50928f2faad7", preprocess=PreprocessConfig())
     name = compiled_graph_name(bundle, torch.device("cpu"))
     graph = parse_compiled_graph_name(name)
-    assert (graph.kind, graph.version, graph.crop_size, graph.torch_version) == (
-        "classifier", "50928f2faad7", 224, torch.__version__
+    assert (graph.kind, graph.version, graph.input_size, graph.torch_version) == (
+        "classifier", "50928f2faad7", (224, 224), torch.__version__
     )
+    assert name.startswith("classifier-50928f2faad7-224px-")  # the name graphs of the crop geometry always had
+    frame = SimpleNamespace(kind="classifier", version="ab", preprocess=PreprocessConfig(frame_size=(240, 320)))
+    assert parse_compiled_graph_name(compiled_graph_name(frame, torch.device("cpu"))).input_size == (240, 320)
     assert graph.capability == torch.backends.cpu.get_cpu_capability()
     assert parse_compiled_graph_name("notes.txt") is None
     assert parse_compiled_graph_name("classifier-abc-224px.pt") is None

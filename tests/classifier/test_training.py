@@ -20,6 +20,8 @@ TINY = [
     "--crop-size", "64", "--epochs-head", "1", "--epochs-finetune", "1", "--batch-size", "4",
     "--max-steps-per-epoch", "2", "--no-augment", "--val-fraction", "0.25", "--test-fraction", "0.25",
 ]
+# train_classifier on one train/val/test split instead of its default cross-validation
+TINY_SPLIT = [*TINY, "--cv-folds", "0"]
 
 
 @pytest.fixture
@@ -46,7 +48,7 @@ def tiny_catalog(photo_factory, tmp_path):
 
 def test_train_classifier_registers_a_version_with_metrics(tiny_catalog):
     out = StringIO()
-    call_command("train_classifier", "--min-images-per-class", "4", "--activate", *TINY, stdout=out)
+    call_command("train_classifier", "--min-images-per-class", "4", "--activate", *TINY_SPLIT, stdout=out)
     version = ModelVersion.objects.get(kind=ModelKind.CLASSIFIER)
     assert version.is_active
     assert version.labels == ["Acura MDX", "Audi A4"], "MDX years merge at label level 'model'; X5 is too rare"
@@ -62,6 +64,27 @@ def test_train_classifier_registers_a_version_with_metrics(tiny_catalog):
     # Interior shots are never training data.
     split = json.loads((bundle / "split.json").read_text())
     assert len(split["train"]) + len(split["val"]) + len(split["test"]) == 16
+
+
+def test_train_classifier_learns_from_every_image_and_records_cross_validated_figures(tiny_catalog):
+    out = StringIO()
+    call_command(
+        "train_classifier", "--min-images-per-class", "4", "--crop-size", "48", "--epochs-finetune", "2",
+        "--no-augment", stdout=out,
+    )
+    version = ModelVersion.objects.get(kind=ModelKind.CLASSIFIER)
+    metrics = version.metrics
+    assert metrics["n_train"] == metrics["n"] == 16  # every image trains the model and is scored out of fold
+    assert metrics["evaluated_on"].startswith("out-of-fold") and metrics["folds"] >= 2
+    assert {"top1_mean", "top1_std", "coverage", "ece_calibrated"} <= set(metrics)
+    bundle = model_version_bundle_dir(version)
+    meta = json.loads((bundle / "bundle.json").read_text())
+    assert meta["preprocess"]["crop_size"] == 48
+    assert meta["abstain_threshold"] == metrics["abstain_threshold"]
+    split = json.loads((bundle / "split.json").read_text())
+    assert len(split["train"]) == 16 and not split["val"] and not split["test"]
+    assert (bundle / "risk_coverage.png").is_file()
+    assert "out-of-fold" in out.getvalue()
 
 
 def test_same_images_and_options_reuse_the_trained_bundle(tiny_catalog):
@@ -87,7 +110,7 @@ def test_train_classifier_explains_when_there_is_too_little_data(tiny_catalog):
 
 
 def test_evaluate_and_activate_commands(tiny_catalog, tmp_path):
-    call_command("train_classifier", "--min-images-per-class", "4", *TINY, stdout=StringIO())
+    call_command("train_classifier", "--min-images-per-class", "4", *TINY_SPLIT, stdout=StringIO())
     version = ModelVersion.objects.get()
     assert not version.is_active
     out = StringIO()

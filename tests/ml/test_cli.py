@@ -32,3 +32,15 @@ def test_train_cli_writes_a_complete_bundle(shapes: list[ManifestRecord], tmp_pa
     assert not {r.group for r in split.train} & {r.group for r in split.test}
     assert json.loads((out / "metrics.json").read_text())["n"] == len(split.test)
     assert len(Predictor.from_bundle(out).predict([shapes[0].path], top_k=3)[0]) == 3
+
+
+def test_train_cli_cross_validates_then_trains_on_everything(shapes: list[ManifestRecord], tmp_path: Path) -> None:
+    from ml.train import main
+
+    write_manifest(shapes[::2], tmp_path / "m.csv")
+    out = tmp_path / "bundle"
+    assert main(["--manifest", str(tmp_path / "m.csv"), "--output", str(out), "--recipe", "classifier",
+                 "--cv-folds", "3", "--no-progress"]) == 0
+    metrics = load_bundle(out).meta["metrics"]
+    assert metrics["folds"] == 3 and metrics["n"] == metrics["n_train"] == 36
+    assert (out / "risk_coverage.png").is_file()

