@@ -430,8 +430,12 @@ def fit_bundle(
     progress: bool = True,
     resume: bool = False,
     target_precision: float = 0.9,
+    extra_metrics: dict[str, Any] | None = None,
 ) -> tuple[Path, TrainResult, dict[str, Any]]:
-    """Train on split.train, calibrate on split.val, score on split.test and save a bundle."""
+    """Train on split.train, calibrate on split.val, score on split.test and save a bundle.
+
+    ``extra_metrics`` (facts about the training data, such as how many photos came from feedback) join
+    the bundle's metrics."""
     from ml.bundle import save_bundle
     from ml.evaluate import choose_abstain_threshold, evaluate_predictions, fit_temperature, predict_logits
 
@@ -455,7 +459,8 @@ def fit_bundle(
         t_logits, t_t = predict_logits(result.model, ImageManifestDataset(test_records, c2i, eval_tf))
         metrics.update(evaluate_predictions(t_logits, t_t, labels, report_dir, temperature, result.history))
     metrics.update({"best_epoch": result.best_epoch, "best_val_acc": result.best_val_acc,
-                    "n_train": len(split.train), "n_val": len(split.val), "n_test": len(split.test)})
+                    "n_train": len(split.train), "n_val": len(split.val), "n_test": len(split.test),
+                    **(extra_metrics or {})})
     save_bundle(
         output, result.model, kind=kind, arch=config.arch, labels=labels, preprocess=result.preprocess,
         temperature=temperature, abstain_threshold=threshold, mode="softmax", metrics=metrics, split=split,
