@@ -199,6 +199,25 @@ def parse_compiled_graph_name(name: str) -> CompiledGraphName | None:
     return CompiledGraphName(match["kind"], match["version"], size, match["torch"], match["capability"])
 
 
+def hybrid_gate_probabilities(
+    logits: torch.Tensor, labels: Sequence[str], car_classes: torch.Tensor, car_mass_scale: float,
+    temperature: float = 1.0,
+) -> torch.Tensor:
+    """The trained view head decides among car photos; ImageNet decides whether it is a car photo at all.
+
+    ``logits`` are ImageNet's 1000 then the view head's. A head trained only on car photos has never
+    seen a portrait or a flower and calls them anything, so the share of ImageNet probability on
+    car-related classes scales the view head's answer: below ``car_mass_scale`` the remainder goes to "other".
+    """
+    n_views = len(labels)
+    imagenet = logits[:, :-n_views].softmax(dim=1)
+    views = (logits[:, -n_views:] / temperature).softmax(dim=1)
+    car_score = (imagenet[:, car_classes].sum(dim=1) / car_mass_scale).clamp(0.0, 1.0)
+    probs = views * car_score[:, None]
+    probs[:, list(labels).index("other")] += 1.0 - car_score
+    return probs
+
+
 class Predictor:
     def __init__(
         self,
@@ -320,7 +339,9 @@ class Predictor:
         """``probabilities`` of a batch that ``preprocess`` (of this or an equal predictor) prepared."""
         logits = self._logits(x.contiguous(memory_format=torch.channels_last)).float()
         if self._car_classes is not None:
-            return self._hybrid_gate_probabilities(logits).cpu()
+            return hybrid_gate_probabilities(
+                logits, self.labels, self._car_classes, self._car_mass_scale, self.bundle.temperature
+            ).cpu()
         probs = (logits / self.bundle.temperature).softmax(dim=1)
         if self._groups is not None and self._group_weights is not None:
             # sum ImageNet class probabilities per group, then apply the group prior weights
@@ -334,21 +355,6 @@ class Predictor:
             return self.model(x)
         # Slices along the batch dimension keep the channels-last layout.
         return torch.cat([self.model(x[start : start + step]) for start in range(0, len(x), step)])
-
-    def _hybrid_gate_probabilities(self, logits: torch.Tensor) -> torch.Tensor:
-        """The trained view head decides among car photos; ImageNet decides whether it is a car photo at all.
-
-        A head trained only on car photos has never seen a portrait or a flower and calls them anything,
-        so the share of ImageNet probability on car-related classes scales the view head's answer: below
-        ``car_mass_scale`` the remainder goes to "other".
-        """
-        n_views = len(self.labels)
-        imagenet = logits[:, :-n_views].softmax(dim=1)
-        views = (logits[:, -n_views:] / self.bundle.temperature).softmax(dim=1)
-        car_score = (imagenet[:, self._car_classes].sum(dim=1) / self._car_mass_scale).clamp(0.0, 1.0)
-        probs = views * car_score[:, None]
-        probs[:, self.labels.index("other")] += 1.0 - car_score
-        return probs
 
     def predict(self, images: Sequence[ImageInput], top_k: int = 5) -> list[list[Prediction]]:
         return self._ranked(self.probabilities(images), top_k)

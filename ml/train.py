@@ -604,6 +604,7 @@ def fit_bundle_cv(
     work_dir: str | Path | None = None,
     progress: bool = False,
     target_precision: float = 0.9,
+    extra_metrics: dict[str, Any] | None = None,
 ) -> tuple[Path, nn.Module, dict[str, Any]]:
     """Cross-validate the recipe, train it on all ``records`` and save a bundle whose metrics, temperature
     and abstain threshold are the out-of-fold ones (records need their near-duplicate groups set)."""
@@ -616,7 +617,7 @@ def fit_bundle_cv(
     temperature, threshold = cv.calibration(target_precision)
     report_dir = work / "report"
     metrics = cv.report(report_dir, temperature, threshold)
-    metrics.update({"n_train": len(records), "target_precision": target_precision})
+    metrics.update({"n_train": len(records), "target_precision": target_precision, **(extra_metrics or {})})
     save_bundle(
         output, model, kind=kind, arch=config.arch, labels=labels, preprocess=config.preprocess(),
         temperature=temperature, abstain_threshold=threshold, mode="softmax", metrics=metrics,
@@ -639,8 +640,12 @@ def fit_bundle(
     progress: bool = True,
     resume: bool = False,
     target_precision: float = 0.9,
+    extra_metrics: dict[str, Any] | None = None,
 ) -> tuple[Path, TrainResult, dict[str, Any]]:
-    """Train on split.train, calibrate on split.val, score on split.test and save a bundle."""
+    """Train on split.train, calibrate on split.val, score on split.test and save a bundle.
+
+    ``extra_metrics`` (facts about the training data, such as how many photos came from feedback) join
+    the bundle's metrics."""
     from ml.bundle import save_bundle
     from ml.evaluate import choose_abstain_threshold, evaluate_predictions, fit_temperature, predict_logits
 
@@ -664,7 +669,8 @@ def fit_bundle(
         t_logits, t_t = predict_logits(result.model, ImageManifestDataset(test_records, c2i, eval_tf))
         metrics.update(evaluate_predictions(t_logits, t_t, labels, report_dir, temperature, result.history))
     metrics.update({"best_epoch": result.best_epoch, "best_val_acc": result.best_val_acc,
-                    "n_train": len(split.train), "n_val": len(split.val), "n_test": len(split.test)})
+                    "n_train": len(split.train), "n_val": len(split.val), "n_test": len(split.test),
+                    **(extra_metrics or {})})
     save_bundle(
         output, result.model, kind=kind, arch=config.arch, labels=labels, preprocess=result.preprocess,
         temperature=temperature, abstain_threshold=threshold, mode="softmax", metrics=metrics, split=split,

@@ -22,7 +22,7 @@ from typing import Any
 
 from django.db.models import QuerySet
 
-from catalog.models import CarImage, ImageView
+from catalog.models import CarImage, ImageOrigin, ImageView
 from classifier.models import ModelKind, ModelVersion
 from classifier.services.registry import (
     RegistryError,
@@ -130,6 +130,7 @@ class TrainingSet:
     dropped: dict[str, int]
     manifest_path: Path
     content_hash: str
+    feedback: int = 0  # how many of the records are accepted visitor feedback photos
 
 
 @dataclass
@@ -199,6 +200,7 @@ def build_training_set(
         dropped=dropped,
         manifest_path=manifest_path,
         content_hash=content,
+        feedback=sum(image.origin == ImageOrigin.FEEDBACK for _, _, image in kept),
     )
 
 
@@ -213,10 +215,10 @@ def classifier_training_images(options: TrainingOptions) -> QuerySet[CarImage]:
 
 
 def _fingerprint(training_set: TrainingSet, kind: str, options: TrainingOptions) -> str:
-    payload = json.dumps(
-        {"kind": kind, "images": training_set.content_hash, "options": options.fingerprint_fields()},
-        sort_keys=True,
-    )
+    fields = {"kind": kind, "images": training_set.content_hash, "options": options.fingerprint_fields()}
+    if kind == ModelKind.GATE:
+        fields["recipe"] = asdict(gate_recipe(options))  # the recipe's defaults change the trained gate too
+    payload = json.dumps(fields, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
 
@@ -242,34 +244,18 @@ def _fit(
     output: Path,
     progress: bool,
 ) -> dict[str, Any]:
-    from ml.data import split_grouped
     from ml.models import PretrainedWeightsUnavailable
-    from ml.train import fit_bundle, fit_bundle_cv
 
-    split = split_grouped(training_set.records, options.val_fraction, options.test_fraction, options.seed)
-    cross_validate = kind == ModelKind.CLASSIFIER and options.cv_folds > 0
-    if not split.train and not cross_validate:
-        raise TrainingError("the split left no training images; add images or lower the validation/test share")
     work_dir = output.parent / f".{output.name}-work-{uuid.uuid4().hex[:8]}"
     staging = output.parent / f".{output.name}-{uuid.uuid4().hex[:8]}"
     try:
-        config = options.train_config(kind)
-        if cross_validate:
-            # Every image trains the deployed model; the figures come from the cross-validation.
-            _, _, metrics = fit_bundle_cv(
-                config, training_set.records, staging, kind=kind, labels=labels, k=options.cv_folds,
-                work_dir=work_dir, progress=progress,
-            )
-        elif kind == ModelKind.GATE:
-            from ml.gate import fit_hybrid_gate
+        if kind == ModelKind.GATE:
+            from ml.gate import train_gate
 
-            # Trained head-only and joined with the ImageNet head (ml.gate.hybrid_gate_from_trained).
-            work_dir.mkdir(parents=True, exist_ok=True)
-            metrics = fit_hybrid_gate(config, split, staging, work_dir=work_dir, progress=progress)
+            # Cross-validated, then trained on every photo (see ml.gate).
+            metrics = train_gate(training_set.records, staging, gate_recipe(options), report_dir=work_dir)
         else:
-            _, _, metrics = fit_bundle(
-                config, split, staging, kind=kind, labels=labels, work_dir=work_dir, progress=progress
-            )
+            metrics = _fit_classifier(training_set, options, labels, staging, work_dir, progress)
         if output.exists():
             shutil.rmtree(output)
         staging.rename(output)  # the cache only ever holds complete bundles
@@ -279,6 +265,39 @@ def _fit(
         shutil.rmtree(work_dir, ignore_errors=True)
         shutil.rmtree(staging, ignore_errors=True)
     return metrics
+
+
+def _fit_classifier(
+    training_set: TrainingSet, options: TrainingOptions, labels: list[str], staging: Path, work_dir: Path,
+    progress: bool,
+) -> dict[str, Any]:
+    from ml.data import split_grouped
+    from ml.train import fit_bundle, fit_bundle_cv
+
+    config = options.train_config(ModelKind.CLASSIFIER)
+    extra = {"n_feedback": training_set.feedback}
+    if options.cv_folds > 0:
+        # Every image trains the deployed model; the figures come from the cross-validation.
+        _, _, metrics = fit_bundle_cv(
+            config, training_set.records, staging, kind=ModelKind.CLASSIFIER, labels=labels, k=options.cv_folds,
+            work_dir=work_dir, progress=progress, extra_metrics=extra,
+        )
+        return metrics
+    split = split_grouped(training_set.records, options.val_fraction, options.test_fraction, options.seed)
+    if not split.train:
+        raise TrainingError("the split left no training images; add images or lower the validation/test share")
+    _, _, metrics = fit_bundle(
+        config, split, staging, kind=ModelKind.CLASSIFIER, labels=labels, work_dir=work_dir,
+        progress=progress, extra_metrics=extra,
+    )
+    return metrics
+
+
+def gate_recipe(options: TrainingOptions) -> Any:  # -> ml.gate.GateRecipe
+    """The gate's recipe (ml.gate.GateRecipe's defaults) with the options that apply to it."""
+    from ml.gate import GateRecipe
+
+    return GateRecipe(arch=options.arch, crop_size=options.crop_size, seed=options.seed)
 
 
 def _train_and_register(
@@ -411,6 +430,7 @@ def _settle_dataset_dir(training_set: TrainingSet, prefix: str) -> TrainingSet:
         dropped=training_set.dropped,
         manifest_path=final / "manifest.csv",
         content_hash=training_set.content_hash,
+        feedback=training_set.feedback,
     )
 
 

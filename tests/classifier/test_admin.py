@@ -133,3 +133,20 @@ def test_anonymous_and_non_staff_are_sent_to_login(client, version_with_report):
     user = get_user_model().objects.create_user("visitor", "v@example.com", "pw-123456")
     client.force_login(user)
     assert client.get(urls[2]).status_code == 302
+
+
+def test_detail_shows_a_gates_cross_validated_recalls(staff_client, make_bundle):
+    metrics = {"macro_recall": 0.932, "recall_exterior": 0.985, "recall_interior": 0.955, "recall_other": 0.857,
+               "cv_folds": 5, "n_train": 238}
+    gate = model_version_register(make_bundle(["exterior", "interior", "other"], kind="gate", metrics=metrics))
+    page = staff_client.get(reverse("admin:classifier_modelversion_change", args=[gate.pk])).content.decode()
+    for text in ("Macro recall (gate views)", "0.9320", "Other recall", "0.8570", "Interior recall", "0.9550"):
+        assert text in page
+    assert "Cross-validation folds" in page
+
+
+def test_detail_shows_how_many_feedback_photos_a_classifier_learned_from(staff_client, make_bundle):
+    metrics = {"top1": 0.8, "n_train": 120, "n_feedback": 7}
+    version = model_version_register(make_bundle(["Acura MDX", "Audi A4"], seed=3, metrics=metrics))
+    page = staff_client.get(reverse("admin:classifier_modelversion_change", args=[version.pk])).content.decode()
+    assert "Accepted feedback photos among them" in page

@@ -12,6 +12,7 @@ from catalog.models import ImageOrigin, ImageView
 from classifier.models import ModelKind, ModelVersion
 from classifier.services.registry import model_version_bundle_dir
 from classifier.services.training import TrainingError, TrainingOptions, classifier_train
+from ml.bundle import load_bundle
 
 pytestmark = pytest.mark.django_db
 
@@ -148,7 +149,8 @@ def test_train_gate_on_known_views(photo_factory, tmp_path):
     call_command("train_gate", "--min-images-per-class", "3", "--activate", *TINY, stdout=out)
     gate = ModelVersion.objects.get(kind=ModelKind.GATE)
     assert gate.is_active and gate.labels == ["exterior", "interior", "other"]
-    assert "n_test" in gate.metrics and "Trained" in out.getvalue()
+    assert gate.metrics["cv_folds"] == 4 and gate.metrics["n"] == 12, "every photo scored out of fold"
+    assert "Trained" in out.getvalue() and "macro recall" in out.getvalue()
     assert not gate.label_links.exclude(car_model=None).exists()
 
 
@@ -160,3 +162,66 @@ def test_train_classifier_task_runs_the_same_service(tiny_catalog):
     tasks.train_classifier.delay(options, activate=True)
     version = ModelVersion.objects.get(kind=ModelKind.CLASSIFIER)
     assert version.is_active and version.labels == ["Acura MDX", "Audi A4"]
+
+
+def _resized_copy(path, scale: float = 0.5) -> bytes:
+    from io import BytesIO
+
+    from PIL import Image
+
+    with Image.open(path) as image:
+        smaller = image.resize((int(image.width * scale), int(image.height * scale)))
+    buffer = BytesIO()
+    smaller.save(buffer, format="JPEG", quality=85)
+    return buffer.getvalue()
+
+
+def test_a_feedback_copy_of_a_catalog_photo_is_cross_validated_in_the_same_fold(photo_factory, tmp_path):
+    """The same press photo of an MDX appears in the catalog (2019) and comes back as feedback (2023)."""
+    from classifier.services.training import build_training_set, car_image_label, classifier_training_images
+    from ml.data import grouped_folds
+
+    mdx_2019, _ = catalog_services.car_model_get_or_create(make="Acura", model="MDX", year=2019)
+    mdx_2023, _ = catalog_services.car_model_get_or_create(make="Acura", model="MDX", year=2023)
+    a4, _ = catalog_services.car_model_get_or_create(make="Audi", model="A4", year=2023)
+    catalog_sha = {}  # photo file -> the catalog image's content hash
+    for seed in range(1, 21):
+        photo = photo_factory(tmp_path / f"{seed}.jpg", seed=seed, colour=(200, 20, 20), size=(320, 240))
+        added = catalog_services.car_image_add(
+            (mdx_2019, a4)[seed % 2], data=photo.read_bytes(), origin=ImageOrigin.IMPORTED, view=ImageView.EXTERIOR
+        )
+        catalog_sha[photo] = added.image.sha256
+    copies = {}  # feedback image's content hash -> its original's
+    for photo in list(catalog_sha)[1:6:2]:  # three 2019 MDX photos
+        added = catalog_services.car_image_add(
+            mdx_2023, data=_resized_copy(photo), origin=ImageOrigin.FEEDBACK, view=ImageView.EXTERIOR
+        )
+        assert added.image is not None, "another car model's photo: stored, not dropped as its duplicate"
+        copies[added.image.sha256] = catalog_sha[photo]
+
+    images = list(classifier_training_images(TrainingOptions()))
+    training_set = build_training_set(
+        images, lambda image: car_image_label(image, "model"), dataset_dir=tmp_path / "dataset",
+        min_images_per_class=1, dedup_distance=TrainingOptions().dedup_distance,
+    )
+    assert training_set.feedback == 3
+    sha_of_record = [record.path.name.split("-")[0] for record in training_set.records]  # "<sha256>-1.jpg"
+    assert set(copies) <= set(sha_of_record)
+    for seed in range(5):
+        fold_of = dict(zip(sha_of_record, grouped_folds(training_set.records, k=5, seed=seed), strict=True))
+        assert [fold_of[copy] for copy in copies] == [fold_of[original] for original in copies.values()]
+
+
+def test_train_classifier_reports_how_many_feedback_photos_it_used(tiny_catalog, photo_factory, tmp_path):
+    mdx, _ = catalog_services.car_model_get_or_create(make="Acura", model="MDX", year=2023)
+    for seed in (101, 102):
+        photo = photo_factory(tmp_path / f"feedback-{seed}.jpg", seed=seed, colour=(200, 20, 20))
+        catalog_services.car_image_add(
+            mdx, data=photo.read_bytes(), origin=ImageOrigin.FEEDBACK, view=ImageView.EXTERIOR
+        )
+    out = StringIO()
+    call_command("train_classifier", "--min-images-per-class", "4", *TINY, stdout=out)
+    assert "accepted feedback photos: 2 of the 18 images" in out.getvalue()
+    version = ModelVersion.objects.get(kind=ModelKind.CLASSIFIER)
+    assert version.metrics["n_feedback"] == 2
+    assert load_bundle(model_version_bundle_dir(version)).meta["metrics"]["n_feedback"] == 2

@@ -46,33 +46,37 @@ def test_gate_rejects_non_image(gate: Predictor) -> None:
         gate.predict([img])
 
 
-@pytest.fixture(scope="module")
-def head_only_gate(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A view gate trained head-only for a few steps on generated images: enough to test the joining."""
+def _view_photos(root: Path, per_view: int = 6) -> list:
+    """Generated 'photos' of the three views, each its own near-duplicate group."""
     from PIL import Image
 
-    from ml.data import ManifestRecord, split_grouped
-    from ml.train import TrainConfig, fit_bundle
+    from ml.data import ManifestRecord
 
-    root = tmp_path_factory.mktemp("views")
+    root.mkdir(parents=True, exist_ok=True)
     records = []
-    for i in range(18):
+    for i in range(3 * per_view):
         view = GATE_LABELS[i % 3]
         path = root / f"{view}-{i}.png"
-        Image.new("RGB", (96, 96), ((90 * i) % 256, 40 * (i % 3), 200 - 9 * i)).save(path)
+        Image.new("RGB", (128, 96), ((90 * i) % 256, 40 * (i % 3), 200 - 9 * i)).save(path)
         records.append(ManifestRecord(path, view, group=str(i)))
-    split = split_grouped(records, 0.2, 0.0, 0)
-    config = TrainConfig(epochs_head=1, epochs_finetune=0, batch_size=6, crop_size=96, auto_augment=None,
-                         warmup_epochs=0, max_steps_per_epoch=2)
-    out = root / "head"
-    fit_bundle(config, split, out, kind="gate", labels=GATE_LABELS, work_dir=root / "work", progress=False)
-    return out
+    return records
 
 
-def test_hybrid_gate_says_other_for_a_photo_without_a_car(head_only_gate: Path, tmp_path: Path, grace_hopper) -> None:
-    from ml.gate import hybrid_gate_from_trained
+# 96 px inputs and few views keep the backbone passes cheap; the ImageNet head still recognises a portrait.
+TINY_RECIPE = dict(crop_size=96, crops=1, close_ups=1)
 
-    hybrid = Predictor.from_bundle(hybrid_gate_from_trained(head_only_gate, tmp_path / "hybrid"), device="cpu")
+
+@pytest.fixture(scope="module")
+def trained_gate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    from ml.gate import GateRecipe, train_gate
+
+    root = tmp_path_factory.mktemp("views")
+    metrics = train_gate(_view_photos(root / "photos"), root / "gate", GateRecipe(**TINY_RECIPE), k=3)
+    return root / "gate", metrics
+
+
+def test_trained_gate_says_other_for_a_photo_without_a_car(trained_gate, grace_hopper) -> None:
+    hybrid = Predictor.from_bundle(trained_gate[0], device="cpu")
     assert hybrid.bundle.mode == "hybrid_gate" and hybrid.labels == GATE_LABELS
     assert hybrid.bundle.num_outputs == 1000 + 3
     out = hybrid.predict([grace_hopper], top_k=3)[0]
@@ -80,37 +84,59 @@ def test_hybrid_gate_says_other_for_a_photo_without_a_car(head_only_gate: Path, 
     assert sum(p.probability for p in out) == pytest.approx(1.0, abs=1e-5)
 
 
-def test_hybrid_gate_keeps_the_trained_view_head_for_car_photos(
-    head_only_gate: Path, tmp_path: Path, car_rows: list[dict[str, str]]
-) -> None:
+def test_trained_gate_keeps_the_imagenet_head_beside_the_view_head(trained_gate, car_rows) -> None:
     import torch
     from PIL import Image
 
-    from ml.gate import hybrid_gate_from_trained
+    from ml.models import create_model
 
-    trained = Predictor.from_bundle(head_only_gate, device="cpu")
-    hybrid = Predictor.from_bundle(hybrid_gate_from_trained(head_only_gate, tmp_path / "hybrid"), device="cpu")
+    hybrid = Predictor.from_bundle(trained_gate[0], device="cpu", compile_model=False)
+    imagenet = create_model("efficientnet_lite0", 1000, weights="imagenet").eval()
     photo = next(CAR_PHOTOS / "images" / r["file"] for r in car_rows if r["view"] == "exterior")
     with Image.open(photo) as image:
-        x = trained.transform(image).unsqueeze(0)
+        x = hybrid.transform(image).unsqueeze(0)
     with torch.inference_mode():
-        joined_logits = hybrid.model(x)
-        view_logits = trained.model(x)
-    # The last three outputs of the joined head are exactly the trained view head's.
-    assert torch.allclose(joined_logits[:, -3:], view_logits, atol=1e-4)
+        joined = hybrid.model(x)
+        assert torch.allclose(joined[:, :1000], imagenet(x), atol=1e-4)
 
 
-def test_hybrid_gate_refuses_a_fine_tuned_backbone(head_only_gate: Path, tmp_path: Path) -> None:
+def test_trained_gate_metrics_are_out_of_fold_over_every_photo(trained_gate) -> None:
+    _, metrics = trained_gate
+    assert metrics["evaluated_on"] == "cross-validation"
+    assert (metrics["cv_folds"], metrics["n"], metrics["n_train"]) == (3, 18, 18)
+    for view in GATE_LABELS:
+        assert 0.0 <= metrics[f"recall_{view}"] <= 1.0
+    assert metrics["macro_recall"] == pytest.approx(sum(metrics[f"recall_{v}"] for v in GATE_LABELS) / 3)
+
+
+def test_training_the_gate_again_gives_the_same_bundle(trained_gate, tmp_path: Path) -> None:
+    from ml.bundle import load_bundle
+    from ml.gate import GateRecipe, train_gate
+
+    records = _view_photos(tmp_path / "photos")
+    train_gate(records, tmp_path / "again", GateRecipe(**TINY_RECIPE), k=3)
+    assert load_bundle(tmp_path / "again").version == load_bundle(trained_gate[0]).version
+
+
+def test_gate_cross_validation_scores_each_photo_with_a_head_that_never_saw_it(tmp_path: Path, monkeypatch) -> None:
     import torch
 
-    from ml.bundle import load_bundle, save_bundle
-    from ml.gate import hybrid_gate_from_trained
+    from ml import gate
 
-    bundle = load_bundle(head_only_gate)
-    model = bundle.load_model()
-    with torch.no_grad():
-        next(model.parameters()).add_(0.01)  # the first backbone tensor no longer matches ImageNet
-    tuned = tmp_path / "tuned"
-    save_bundle(tuned, model, kind="gate", arch=bundle.arch, labels=GATE_LABELS, preprocess=bundle.preprocess)
-    with pytest.raises(ValueError, match="head-only"):
-        hybrid_gate_from_trained(tuned, tmp_path / "hybrid")
+    records = _view_photos(tmp_path / "photos")
+    features = gate.gate_features(records, gate.GateRecipe(**TINY_RECIPE))
+    fitted_on: list[set] = []
+    fit = gate.fit_view_head
+
+    def recording_fit(x, y, recipe):
+        fitted_on.append({tuple(row.tolist()) for row in x})
+        return fit(x, y, recipe)
+
+    monkeypatch.setattr(gate, "fit_view_head", recording_fit)
+    cv = gate.cross_validate_gate(features, gate.GateRecipe(**TINY_RECIPE), k=3)
+    assert len(fitted_on) == 3 and sorted(set(cv.folds)) == [0, 1, 2]
+    for fold, seen in enumerate(fitted_on):
+        held_out = [i for i, f in enumerate(cv.folds) if f == fold]
+        for i in held_out:
+            assert not {tuple(row.tolist()) for row in features.views[i]} & seen
+    assert torch.isfinite(cv.logits).all() and cv.logits.shape == (18, 3)

@@ -36,6 +36,9 @@ class Command(BaseCommand):
             self.stdout.write(f"  {label}: {count} images")
         for label, count in training_set.dropped.items():
             self.stdout.write(f"  dropped {label}: only {count} images (< {opts.min_images_per_class})")
+        self.stdout.write(
+            f"  accepted feedback photos: {training_set.feedback} of the {len(training_set.records)} images"
+        )
         metrics = outcome.metrics
         summary = ", ".join(
             f"{name} {metrics[name]:.3f}" for name in ("top1", "top3", "macro_f1", "ece_calibrated", "coverage")

@@ -8,8 +8,9 @@ from classifier.services.training import TrainingError, gate_build_zero_shot, ga
 
 class Command(BaseCommand):
     help = (
-        "With --zero-shot: build the gate from ImageNet classes (no training). Otherwise train a 3-class "
-        "head on catalog images whose view is known."
+        "With --zero-shot: build the gate from ImageNet classes (no training). Otherwise cross-validate and "
+        "train a 3-class view head on all catalog images whose view is known (--arch, --crop-size and --seed "
+        "apply; the recipe is ml.gate.GateRecipe's)."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -28,10 +29,16 @@ class Command(BaseCommand):
             )
         except TrainingError as exc:
             raise CommandError(str(exc)) from None
-        top1 = outcome.metrics.get("top1")
+        metrics = outcome.metrics
+        summary = ", ".join(
+            f"{name.replace('_', ' ')} {metrics[name]:.3f}"
+            for name in ("macro_recall", "recall_exterior", "recall_interior", "recall_other")
+            if isinstance(metrics.get(name), float)
+        )
+        folds = f" ({metrics['cv_folds']}-fold cross-validation)" if summary else ""
         self.stdout.write(
             self.style.SUCCESS(
                 f"{'Reused' if outcome.reused_cached_bundle else 'Trained'} {outcome.model_version}"
-                + (f": top-1 {top1:.3f}" if isinstance(top1, float) else "")
+                + (f": {summary}{folds}" if summary else "")
             )
         )
