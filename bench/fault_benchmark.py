@@ -146,6 +146,18 @@ def as_postgres(*command: str) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *command]
 
 
+
+def wait_until_one_runs(ids: list[str], timeout: float = 60.0) -> bool:
+    """Wait until a worker has claimed one of the jobs ``ids``; False when none is claimed in time."""
+    from classifier.models import Classification, ClassificationStatus
+
+    started = time.monotonic()
+    while not Classification.objects.filter(pk__in=ids, status=ClassificationStatus.RUNNING).exists():
+        if time.monotonic() - started > timeout:
+            return False
+        time.sleep(0.05)
+    return True
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--photos", type=int, default=6, help="uploads during each fault")
@@ -336,12 +348,9 @@ def main() -> int:
         # (c) PostgreSQL stopped while jobs are in the worker: uploads answer 503; the jobs queued before finish.
         before = [upload() for _ in range(args.photos)]
         ids = [job_id for _, _, job_id in before]
-        started = time.monotonic()
-        while not Classification.objects.filter(pk__in=ids, status=ClassificationStatus.RUNNING).exists():
-            if time.monotonic() - started > 60:
-                print("no job started", file=sys.stderr)
-                return 2
-            time.sleep(0.05)
+        if not wait_until_one_runs(ids):
+            print("no job started", file=sys.stderr)
+            return 2
         # A batch running when the database goes away cannot write its result: those jobs are redone once more.
         interrupted = {str(pk) for pk in Classification.objects.filter(
             pk__in=ids, status=ClassificationStatus.RUNNING).values_list("pk", flat=True)}
@@ -360,12 +369,9 @@ def main() -> int:
         # their lease expires (the requeue), not at Redis's visibility timeout (2 h).
         answers = [upload() for _ in range(args.photos)]
         ids = [job_id for _, _, job_id in answers]
-        started = time.monotonic()
-        while not Classification.objects.filter(pk__in=ids, status=ClassificationStatus.RUNNING).exists():
-            if time.monotonic() - started > 60:
-                print("no job started", file=sys.stderr)
-                return 2
-            time.sleep(0.05)
+        if not wait_until_one_runs(ids):
+            print("no job started", file=sys.stderr)
+            return 2
         os.killpg(worker.pid, signal.SIGKILL)
         killed_at = time.monotonic()
         worker.wait()

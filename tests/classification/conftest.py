@@ -163,3 +163,16 @@ def image_bytes(fmt: str = "JPEG", size=(320, 240), mode: str = "RGB", color=(20
 
 def media_files(root: Path) -> list[Path]:
     return [p for p in Path(root).rglob("*") if p.is_file()]
+
+
+def upload_on_page(client, color=(200, 30, 30)):
+    """Upload a generated photo through the upload page; the job it created."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+    from django.urls import reverse
+
+    from classifier.models import Classification
+
+    photo = SimpleUploadedFile("car.jpg", image_bytes("JPEG", size=(400, 300), color=color), "image/jpeg")
+    response = client.post(reverse("classifier:upload"), {"image": photo})
+    assert response.status_code == 302
+    return Classification.objects.get(pk=response["Location"].rstrip("/").rsplit("/", 1)[-1])

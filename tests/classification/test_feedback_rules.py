@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.urls import reverse
 
@@ -16,16 +15,11 @@ from classifier.models import (
     ModelKind,
     ModelVersion,
 )
-from tests.classification.conftest import image_bytes
+from tests.classification.conftest import upload_on_page as _upload
 
 pytestmark = pytest.mark.django_db
 
 
-def _upload(client: Client, color=(200, 30, 30)) -> Classification:
-    photo = SimpleUploadedFile("car.jpg", image_bytes("JPEG", size=(400, 300), color=color), "image/jpeg")
-    response = client.post(reverse("classifier:upload"), {"image": photo})
-    assert response.status_code == 302
-    return Classification.objects.get(pk=response["Location"].rstrip("/").rsplit("/", 1)[-1])
 
 
 def _finish(classification: Classification, car_model, *, gate_verdict: str = "exterior") -> Classification:

@@ -12,15 +12,11 @@ from django.urls import reverse
 
 from classifier.models import Classification
 from tests.classification.conftest import image_bytes
+from tests.classification.conftest import upload_on_page as _upload
 
 pytestmark = pytest.mark.django_db
 
 
-def _upload(client: Client, color=(200, 30, 30)) -> Classification:
-    photo = SimpleUploadedFile("car.jpg", image_bytes("JPEG", size=(400, 300), color=color), "image/jpeg")
-    response = client.post(reverse("classifier:upload"), {"image": photo})
-    assert response.status_code == 302
-    return Classification.objects.get(pk=response["Location"].rstrip("/").rsplit("/", 1)[-1])
 
 
 def _recent_ids(client: Client) -> list[str]:
