@@ -99,8 +99,6 @@ def test_upload_result_feedback_and_curated_spec(
     page.wait_for_selector("[data-testid=best-match]")
     upload_to_answer_ms = (time.perf_counter() - started) * 1000
     ARTIFACTS.mkdir(exist_ok=True)
-    (ARTIFACTS / "upload-to-answer.txt").write_text(f"{upload_to_answer_ms:.0f} ms (first classification)\n")
-    print(f"upload to answer in the browser: {upload_to_answer_ms:.0f} ms (first classification, models load)")
     assert page.inner_text("[data-testid=best-match]") == "Acura MDX"
     shown = ".year-facts:not([hidden]) "
     assert page.inner_text(shown + "[data-testid=msrp]") == "$49,550"
@@ -132,6 +130,19 @@ def test_upload_result_feedback_and_curated_spec(
     # The visitor's recent photos list the upload.
     page.goto(f"{live_server.url}/classify/")
     assert "Acura MDX" in page.inner_text(".recent")
+
+    # With the models loaded, the same photo again: how long the visitor waits for the answer (a figure to
+    # read in the artefact, not a timed assertion).
+    page.set_input_files("input[type=file]", str(shared_data / "car-photos" / "images" / MDX_EXTERIOR))
+    started = time.perf_counter()
+    page.click("#upload-submit")
+    page.wait_for_selector("[data-testid=best-match]")
+    warm_ms = (time.perf_counter() - started) * 1000
+    figures = (
+        f"upload to answer in the browser: {upload_to_answer_ms:.0f} ms first (models load), {warm_ms:.0f} ms warm"
+    )
+    (ARTIFACTS / "upload-to-answer.txt").write_text(figures + "\n")
+    print(figures)
 
     # A curator corrects the horsepower in the admin; the result page shows the new figure.
     django_user_model.objects.create_superuser("curator", "curator@example.com", "a-long-curator-password")
