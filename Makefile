@@ -7,6 +7,8 @@ SHARED_DATA ?= $(abspath ../shared/data)
 SPECS_CSV := $(SHARED_DATA)/specs/car_specs.csv
 # The embedded default: SQLite, in-process tasks, debug pages, local media under var/.
 RUN_ENV := DEBUG=$${DEBUG-1} CARSITE_SHARED_DATA_DIR=$(SHARED_DATA)
+# The set-up commands print their own summaries; the log says only what goes wrong.
+SETUP_ENV := $(RUN_ENV) LOG_LEVEL=$${LOG_LEVEL-WARNING}
 
 .PHONY: install run setup test lint
 
@@ -19,11 +21,11 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 setup: install
-	$(RUN_ENV) $(PY) manage.py migrate --noinput
-	$(RUN_ENV) $(PY) manage.py load_catalog
-	@if [ -f "$(SPECS_CSV)" ]; then $(RUN_ENV) $(PY) manage.py import_specs --create-missing "$(SPECS_CSV)"; \
+	$(SETUP_ENV) $(PY) manage.py migrate --noinput -v 0
+	$(SETUP_ENV) $(PY) manage.py load_catalog
+	@if [ -f "$(SPECS_CSV)" ]; then $(SETUP_ENV) $(PY) manage.py import_specs --create-missing "$(SPECS_CSV)"; \
 	else echo "No spec CSV at $(SPECS_CSV): skipping import_specs."; fi
-	$(RUN_ENV) $(PY) manage.py setup_demo
+	$(SETUP_ENV) $(PY) manage.py setup_demo
 
 run: setup
 	$(RUN_ENV) $(PY) manage.py runserver 127.0.0.1:8000

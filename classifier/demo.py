@@ -126,9 +126,10 @@ def ensure_demo_models(
 
     def note(message: str) -> None:
         outcome.messages.append(message)
-        logger.info(message)
         if say is not None:
             say(message)
+        else:  # said once: to the caller, or else to the log
+            logger.info(message)
 
     outcome.gate = ensure_gate(note)
     active = active_model_version(ModelKind.CLASSIFIER)
