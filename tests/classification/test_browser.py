@@ -110,6 +110,7 @@ def test_upload_result_feedback_and_curated_spec(
     page.select_option("[data-testid=year-select]", "2023")
     assert "%" in page.inner_text("[data-testid=confidence]")
     assert page.locator("[data-testid=alternatives] li").count() == 4
+    assert "2023" not in page.inner_text("[data-testid=alternatives]")  # model lines, no year claimed
     assert page.locator("[data-testid=exterior-gallery] img").count() == 1
     assert page.locator("[data-testid=interior-gallery] img").count() == 1
     ARTIFACTS.mkdir(exist_ok=True)

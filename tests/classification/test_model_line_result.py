@@ -50,8 +50,13 @@ def test_a_model_line_label_maps_to_its_newest_year_with_specs(mdx_line):
 
 def test_result_names_the_line_and_offers_every_year_with_its_specs(client, mdx_line):
     job = _finished_job("Acura MDX", mdx_line[2023])
+    rdx, _ = car_model_get_or_create(make="Acura", model="RDX", year=2023)
+    ClassificationPrediction.objects.create(
+        classification=job, rank=2, label="Acura RDX", car_model=rdx, probability=0.05
+    )
     html = client.get(reverse("classifier:result", kwargs={"pk": job.pk})).content.decode()
     assert '<h1 data-testid="best-match">Acura MDX</h1>' in html  # no year claimed
+    assert "<span>Acura RDX</span>" in html and "2023 Acura RDX" not in html  # nor for the alternatives
     assert '<option value="2023" selected>2023</option>' in html
     assert '<option value="2024">2024 (no specifications)</option>' in html
     assert '<option value="2013">2013</option>' in html
