@@ -67,9 +67,7 @@ def car_model_gallery(car_model: CarModel, *, view: str, limit: int = 12) -> lis
     if own:
         return own
     return list(
-        CarImage.objects.filter(
-            car_model__manufacturer_id=car_model.manufacturer_id, car_model__name__iexact=car_model.name, view=view
-        )
+        CarImage.objects.filter(_same_line(car_model, "car_model__"), view=view)
         .select_related("car_model")
         .annotate(year_distance=Abs(F("car_model__year") - car_model.year))
         .order_by("year_distance", "-car_model__year", "id")[:limit]
@@ -79,10 +77,13 @@ def car_model_gallery(car_model: CarModel, *, view: str, limit: int = 12) -> lis
 def car_model_line_years(car_model: CarModel) -> list[CarModel]:
     """Every model year of ``car_model``'s model line (itself included), newest first."""
     return list(
-        CarModel.objects.filter(manufacturer_id=car_model.manufacturer_id, name__iexact=car_model.name).order_by(
-            "-year"
-        )
+        CarModel.objects.filter(_same_line(car_model)).select_related("manufacturer", "specs").order_by("-year")
     )
+
+
+def _same_line(car_model: CarModel, prefix: str = "") -> Q:
+    """The car models (or, with ``prefix``, the rows of a related car model) of ``car_model``'s model line."""
+    return Q(**{f"{prefix}manufacturer_id": car_model.manufacturer_id, f"{prefix}name__iexact": car_model.name})
 
 
 def car_model_years() -> list[int]:

@@ -9,8 +9,6 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseForbidde
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
-from rest_framework.settings import api_settings
-from rest_framework.throttling import SimpleRateThrottle
 
 from catalog.imaging import ImageRejected
 from classifier.forms import FeedbackForm, UploadForm
@@ -19,22 +17,7 @@ from classifier.ownership import is_visitor_owner, visitor_owner_token
 from classifier.selectors import classifications as selectors
 from classifier.services.classification import classification_create, upload_read
 from classifier.services.feedback import FeedbackRefused, feedback_submit
-from classifier.services.throttling import UploadThrottled, uploads_throttle
-
-
-class FeedbackRateThrottle(SimpleRateThrottle):
-    """Feedback answers per client, with the API's throttle machinery (scope "feedback"): signed-in visitors
-    by account, others by address."""
-
-    scope = "feedback"
-
-    def get_rate(self) -> str | None:
-        # Read the rate when asked, not once at import: settings may change while the process runs.
-        return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
-
-    def get_cache_key(self, request: HttpRequest, view: object) -> str:
-        ident = f"user-{request.user.pk}" if request.user.is_authenticated else f"ip-{self.get_ident(request)}"
-        return self.cache_format % {"scope": self.scope, "ident": ident}
+from classifier.services.throttling import FeedbackRateThrottle, UploadThrottled, uploads_throttle
 
 
 def _upload_context(request: HttpRequest, form: UploadForm) -> dict:

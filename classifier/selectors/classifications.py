@@ -149,10 +149,10 @@ def spec_rows(spec: Specification | None) -> list[SpecRow]:
     return rows
 
 
-def car_model_summary(car_model: CarModel, spec: Specification | None = None) -> dict[str, Any]:
-    """The facts the result page and the API show about a matched car model (``spec``: its specs, if fetched)."""
-    if spec is None:
-        spec = Specification.objects.filter(car_model=car_model).first()
+def car_model_summary(car_model: CarModel) -> dict[str, Any]:
+    """The facts the result page and the API show about a matched car model (its specs may be select_related)."""
+    spec = car_model.specs if hasattr(car_model, "specs") else None
+    rows = spec_rows(spec)
     return {
         "id": car_model.pk,
         "label": car_model.label,
@@ -162,8 +162,8 @@ def car_model_summary(car_model: CarModel, spec: Specification | None = None) ->
         "slug": car_model.slug,
         "body_style": car_model.get_body_style_display() if car_model.body_style else "",
         "msrp_usd": car_model.msrp_usd,
-        "specs": {row.name: row.value for row in spec_rows(spec)},
-        "spec_rows": spec_rows(spec),
+        "specs": {row.name: row.value for row in rows},
+        "spec_rows": rows,
         "specs_approximate": bool(spec and spec.approximate),
     }
 
@@ -236,10 +236,12 @@ def classification_result(classification: Classification, *, with_galleries: boo
     if outcome == OUTCOME_MATCH and result.best is not None and result.best.car_model_id is not None:
         car_model = CarModel.objects.select_related("manufacturer").get(pk=result.best.car_model_id)
         result.car_model = car_model
-        result.summary = car_model_summary(car_model)
         result.year_decided = " ".join(result.best.label.split()).lower() == car_model.label.lower()
         line = [] if result.year_decided else model_line_summaries(car_model)
         result.line_years = line
+        result.summary = next((year for year in line if year["id"] == car_model.pk), None) or car_model_summary(
+            car_model
+        )
         prices = [year["msrp_usd"] for year in line if year["msrp_usd"]]
         result.msrp_range = (min(prices), max(prices)) if prices else None
         if with_galleries:
@@ -256,11 +258,7 @@ def classification_result(classification: Classification, *, with_galleries: boo
 
 def model_line_summaries(car_model: CarModel) -> list[dict[str, Any]]:
     """``car_model_summary`` of every model year of ``car_model``'s line, newest first."""
-    years = car_model_line_years(car_model)
-    specs = {spec.car_model_id: spec for spec in Specification.objects.filter(car_model__in=years)}
-    for year in years:
-        year.manufacturer = car_model.manufacturer
-    return [car_model_summary(year, specs.get(year.pk)) for year in years]
+    return [car_model_summary(year) for year in car_model_line_years(car_model)]
 
 
 def car_model_choices_by_make() -> list[tuple[str, list[tuple[int, str]]]]:

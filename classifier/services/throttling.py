@@ -17,16 +17,23 @@ class UploadThrottled(Exception):
         self.wait = wait
 
 
+def _signed_in(request: Any) -> bool:
+    user = getattr(request, "user", None)
+    return user is not None and user.is_authenticated
+
+
+def _client_ident(throttle: SimpleRateThrottle, request: Any) -> str:
+    """Signed-in and token users by account, others by address."""
+    return f"user-{request.user.pk}" if _signed_in(request) else f"ip-{throttle.get_ident(request)}"
+
+
 class PhotoRateThrottle(SimpleRateThrottle):
     def __init__(self) -> None:
         """The rate depends on who is calling: ``get_cache_key`` picks it."""
 
     def get_cache_key(self, request: Any, view: Any = None) -> str:
-        user = getattr(request, "user", None)
-        if user is not None and user.is_authenticated:
-            self.scope, ident = "classify_user", f"user-{user.pk}"
-        else:
-            self.scope, ident = "classify_anon", f"ip-{self.get_ident(request)}"
+        self.scope = "classify_user" if _signed_in(request) else "classify_anon"
+        ident = _client_ident(self, request)
         self.rate = api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
         self.num_requests, self.duration = self.parse_rate(self.rate)
         return self.cache_format % {"scope": self.scope, "ident": ident}
@@ -50,3 +57,16 @@ def uploads_throttle(request: Any, photos: int) -> None:
     throttle = PhotoRateThrottle()
     if not throttle.allow_photos(request, photos):
         raise UploadThrottled(throttle.wait())
+
+
+class FeedbackRateThrottle(SimpleRateThrottle):
+    """Feedback answers per client (scope "feedback"): signed-in visitors by account, others by address."""
+
+    scope = "feedback"
+
+    def get_rate(self) -> str | None:
+        # Read the rate when asked, not once at import: settings may change while the process runs.
+        return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
+
+    def get_cache_key(self, request: Any, view: Any) -> str:
+        return self.cache_format % {"scope": self.scope, "ident": _client_ident(self, request)}
