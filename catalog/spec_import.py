@@ -12,7 +12,7 @@ transaction that is rolled back, so the report is exact and nothing is written.
 
 import csv
 import io
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -406,10 +406,20 @@ def spec_import(
     return result
 
 
-def spec_import_file(path: Path, *, dry_run: bool = False, create_missing: bool = False) -> SpecImportResult:
-    """Read and import one spec CSV; raises SpecFileError before writing anything if it is malformed."""
+def spec_import_file(
+    path: Path,
+    *,
+    dry_run: bool = False,
+    create_missing: bool = False,
+    progress: Callable[[Iterable[tuple[int, dict[str, str]]]], Iterable[tuple[int, dict[str, str]]]] | None = None,
+) -> SpecImportResult:
+    """Read and import one spec CSV; raises SpecFileError before writing anything if it is malformed.
+
+    ``progress`` wraps the rows as they are imported (a progress bar, say)."""
     path = Path(path)
     rows = read_rows(read_file(path))
+    if progress is not None:
+        rows = progress(rows)
     return spec_import(rows, source=f"csv:{path.name}", dry_run=dry_run, create_missing=create_missing)
 
 

@@ -2,14 +2,16 @@
 
 import re
 from collections import defaultdict
+from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
-from catalog.spec_import import RowReport, SpecFileError, SpecImportResult, read_file, read_rows, spec_import
+from catalog.spec_import import RowReport, SpecFileError, SpecImportResult, spec_import_file
 
 EXAMPLES_PER_KIND = 3
 
@@ -32,17 +34,14 @@ class Command(BaseCommand):
     def handle(self, *args: object, **options: object) -> None:
         path = Path(str(options["path"]))
         try:
-            rows = read_rows(read_file(path))
+            result = spec_import_file(
+                path,
+                dry_run=bool(options["dry_run"]),
+                create_missing=bool(options["create_missing"]),
+                progress=_progress_bar,
+            )
         except SpecFileError as exc:
             raise CommandError(f"{exc} Nothing was imported.") from None
-        # A progress bar on a terminal only (tqdm turns itself off otherwise).
-        rows = tqdm(rows, desc="Importing specifications", unit=" rows", disable=None, leave=False)
-        result = spec_import(
-            rows,
-            source=f"csv:{path.name}",
-            dry_run=bool(options["dry_run"]),
-            create_missing=bool(options["create_missing"]),
-        )
         lines = report_lines(result)
         report = Path(str(options["report"])) if options["report"] else default_report_path()
         report.parent.mkdir(parents=True, exist_ok=True)
@@ -87,6 +86,11 @@ def report_lines(result: SpecImportResult) -> list[str]:
                 lines.append(f"    {name}: {_shown(before)} → {_shown(after)}")
         lines.extend(_row_line(row, f"note: {note}") for note in row.notes)
     return lines
+
+
+def _progress_bar(rows: Iterable[Any]) -> Iterable[Any]:
+    # On a terminal only (tqdm turns itself off otherwise).
+    return tqdm(rows, desc="Importing specifications", unit=" rows", disable=None, leave=False)
 
 
 def default_report_path() -> Path:
