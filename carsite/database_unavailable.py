@@ -8,6 +8,8 @@ from collections.abc import Callable
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
+from carsite.errors import error_body
+
 logger = logging.getLogger(__name__)
 
 UNAVAILABLE_MESSAGE = "The service is unavailable at the moment; please try again in a minute."
@@ -28,9 +30,7 @@ class DatabaseUnavailableMiddleware:
             return None
         logger.error("database unavailable on %s %s: %s", request.method, request.path, exception)
         if request.path.startswith("/api/"):
-            response: HttpResponse = JsonResponse(
-                {"error": {"code": "service_unavailable", "message": UNAVAILABLE_MESSAGE}}, status=503
-            )
+            response: HttpResponse = JsonResponse(error_body("service_unavailable", UNAVAILABLE_MESSAGE), status=503)
         else:
             response = HttpResponse(
                 "<!doctype html><title>Service unavailable</title>"

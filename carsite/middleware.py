@@ -12,6 +12,8 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template.loader import render_to_string
 
+from carsite.errors import error_body
+
 REQUEST_TOO_LARGE = "request_too_large"
 
 
@@ -27,7 +29,7 @@ def too_large_response(path: str, length: int | None, request: HttpRequest | Non
     else:
         message = f"The request is {_megabytes(length)}; the limit is {_megabytes(limit)}."
     if path.startswith("/api/"):
-        return JsonResponse({"error": {"code": REQUEST_TOO_LARGE, "message": message}}, status=413)
+        return JsonResponse(error_body(REQUEST_TOO_LARGE, message), status=413)
     page = render_to_string("request_too_large.html", {"message": message, "retry_url": path}, request=request)
     return HttpResponse(page, status=413)
 

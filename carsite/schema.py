@@ -1,8 +1,7 @@
 """OpenAPI generation: every operation also documents the error answers DRF really gives it.
 
-A view states its error body with ``error_serializer`` (the catalog answers ``{"detail": ...}``, the
-classification API ``{"error": {"code", "message"}}``); answers a view gives on purpose (409, 413, …)
-are declared on the view with ``extend_schema`` and are kept as they are.
+Every error body is the API's one shape (``ErrorSerializer``, built by ``carsite.errors``); answers a
+view gives on purpose (409, 413, …) are declared on the view with ``extend_schema`` and are kept as they are.
 """
 
 from typing import Any
@@ -14,16 +13,21 @@ from rest_framework.permissions import SAFE_METHODS
 
 from carsite.permissions import StaffModelPermissionsOrReadOnly
 
-DetailErrorSerializer = inline_serializer("Error", {"detail": serializers.CharField()})
-
-# DRF's validation errors: field name -> its messages (an object of the same shape for a nested field;
-# "detail" for an unreadable body), or a plain list of messages.
-VALIDATION_ERROR_SCHEMA = {
-    "oneOf": [
-        {"type": "object", "additionalProperties": {}},
-        {"type": "array", "items": {"type": "string"}},
-    ]
-}
+ErrorSerializer = inline_serializer(
+    "Error",
+    {
+        "error": inline_serializer(
+            "ErrorBody",
+            {
+                "code": serializers.CharField(),
+                "message": serializers.CharField(),
+                "fields": serializers.DictField(
+                    required=False, help_text="Validation errors only: each refused field's messages."
+                ),
+            },
+        )
+    },
+)
 
 WRITE_METHODS = ("POST", "PUT", "PATCH")
 
@@ -45,15 +49,10 @@ class AutoSchema(SpectacularAutoSchema):
         for code, description in self._error_answers().items():
             if code not in responses:
                 responses[code] = self._get_response_for_code(
-                    OpenApiResponse(self._error_body(code), description=description), code
+                    OpenApiResponse(ErrorSerializer, description=description), code
                 )
         return responses
 
-    def _error_body(self, code: str) -> Any:
-        error_serializer = getattr(self.view, "error_serializer", None)
-        if error_serializer is not None:
-            return error_serializer
-        return VALIDATION_ERROR_SCHEMA if code == "400" else DetailErrorSerializer
 
     def _error_answers(self) -> dict[str, str]:
         answers = {}

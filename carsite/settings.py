@@ -192,6 +192,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 20,
     "DEFAULT_SCHEMA_CLASS": "carsite.schema.AutoSchema",
+    "EXCEPTION_HANDLER": "carsite.errors.api_exception_handler",
     # Proxies in front of the site whose X-Forwarded-For is believed; 0: the client is REMOTE_ADDR.
     "NUM_PROXIES": env.int("TRUSTED_PROXY_COUNT", default=0),
     "DEFAULT_THROTTLE_RATES": {

@@ -24,7 +24,7 @@ from rest_framework.response import Response
 from rest_framework.routers import DefaultRouter
 from rest_framework.serializers import BaseSerializer
 
-from carsite.schema import VALIDATION_ERROR_SCHEMA, DetailErrorSerializer
+from carsite.schema import ErrorSerializer
 from catalog import imaging, selectors, services
 from catalog.filters import CarImageFilter, CarModelFilter
 from catalog.models import CarImage, CarModel, ImageOrigin, Manufacturer
@@ -80,7 +80,7 @@ class Conflict(APIException):
 def _api_error(exc: DjangoValidationError | ValueError) -> ApiValidationError:
     if isinstance(exc, DjangoValidationError):
         return ApiValidationError(exc.message_dict if hasattr(exc, "error_dict") else exc.messages)
-    return ApiValidationError({"detail": str(exc)})
+    return ApiValidationError(str(exc))
 
 
 ID_OR_SLUG = OpenApiParameter("id_or_slug", OpenApiTypes.STR, OpenApiParameter.PATH, description="Numeric id or slug.")
@@ -102,7 +102,7 @@ class IdOrSlugLookupMixin:
         return obj
 
 
-STILL_USED = OpenApiResponse(DetailErrorSerializer, description="Refused while other catalog rows still use it.")
+STILL_USED = OpenApiResponse(ErrorSerializer, description="Refused while other catalog rows still use it.")
 
 
 @extend_schema_view(
@@ -153,7 +153,7 @@ class ManufacturerViewSet(IdOrSlugLookupMixin, viewsets.ModelViewSet):
         request=CarModelCreateSerializer,
         responses={
             201: CarModelDetailSerializer,
-            409: OpenApiResponse(DetailErrorSerializer, description="This car model is already in the catalog."),
+            409: OpenApiResponse(ErrorSerializer, description="This car model is already in the catalog."),
         },
     ),
     update=extend_schema(
@@ -240,10 +240,10 @@ class CarModelViewSet(IdOrSlugLookupMixin, viewsets.ModelViewSet):
         responses={
             201: CarImageSerializer,
             400: OpenApiResponse(
-                VALIDATION_ERROR_SCHEMA, description="Not an acceptable image, or a field is invalid."
+                ErrorSerializer, description="Not an acceptable image, or a field is invalid."
             ),
             409: OpenApiResponse(
-                DetailErrorSerializer, description="This car model already has this image (or a near-copy)."
+                ErrorSerializer, description="This car model already has this image (or a near-copy)."
             ),
         },
     ),

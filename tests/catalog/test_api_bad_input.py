@@ -29,7 +29,7 @@ def test_a_detail_that_is_neither_an_id_nor_a_slug_is_404(client, car_model, res
     response = client.get(f"/api/v1/{resource}/{id_or_slug}/")
 
     assert response.status_code == 404
-    assert set(response.json()) == {"detail"}
+    assert response.json() == {"error": {"code": "not_found", "message": "Not found."}}
 
 
 @pytest.mark.parametrize(
@@ -62,7 +62,10 @@ def test_an_invalid_query_value_is_refused_with_400_naming_the_parameter(client,
     response = client.get(url)
 
     assert response.status_code == 400
-    assert param in response.json()
+    error = response.json()["error"]
+    assert error["code"] == "invalid"
+    assert param in error["fields"]
+    assert error["message"].startswith(f"{param}: ")
 
 
 def test_valid_query_values_still_filter_order_and_page(client, car_model):
@@ -87,7 +90,7 @@ def test_an_api_url_that_matches_no_route_is_404_in_json(client, url):
     assert response["Content-Type"] == "application/json"
 
 
-def test_an_unknown_classification_id_with_a_dot_is_404_in_the_classification_error_shape(client):
+def test_an_unknown_classification_id_with_a_dot_is_404_in_the_api_error_shape(client):
     response = client.get("/api/v1/classifications/not.a.uuid/")
 
     assert response.json()["error"]["code"] == "not_found"
@@ -122,3 +125,20 @@ def test_an_image_without_a_source_reads_source_url_null(staff_api_client, car_m
     assert upload.status_code == 201
     assert upload.json()["source_url"] is None
     assert staff_api_client.get(f"/api/v1/images/{upload.json()['id']}/").json()["source_url"] is None
+
+
+def test_catalog_and_classification_errors_have_one_shape(client, car_model):
+    """A 404 and a 400 from the catalog and from the classification API: the same keys, nested the same way."""
+    answers = {
+        "catalog 404": client.get("/api/v1/models/no-such-model/"),
+        "classification 404": client.get("/api/v1/classifications/3f2b8c1e-0000-4000-8000-000000000000/"),
+        "no route 404": client.get("/api/v1/no-such-resource/"),
+        "catalog 400": client.get("/api/v1/models/", {"year": "soon"}),
+        "classification 400": client.post("/api/v1/classifications/", {}, format="multipart"),
+    }
+    shapes = {}
+    for name, response in answers.items():
+        assert response.status_code == int(name[-3:]), name
+        body = response.json()
+        shapes[name] = (sorted(body), sorted(set(body["error"]) - {"fields"}))
+    assert all(shape == (["error"], ["code", "message"]) for shape in shapes.values()), shapes
