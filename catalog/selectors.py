@@ -115,22 +115,10 @@ class SupportedModels:
         return sum(len(models) for _, models in self.groups)
 
 
-def supported_models_for_page() -> SupportedModels:
-    """The car models the active classifier can recognise, grouped by manufacturer.
-
-    This is the one place the /supported-models/ page asks. It uses
-    ``classifier.selectors.registry.supported_car_models()`` (the car models the active
-    classifier maps its labels to; empty when no classifier is active). When that function is
-    missing or answers nothing, every catalog model is listed and ``from_classifier`` is False.
-    """
-    car_models: Iterable[CarModel] = ()
-    try:
-        from classifier.selectors.registry import supported_car_models
-    except ImportError:
-        supported_car_models = None
-    if supported_car_models is not None:
-        car_models = supported_car_models() or ()
-    pks = [car_model.pk for car_model in car_models]
+def supported_models_for_page(recognised_ids: Iterable[int]) -> SupportedModels:
+    """The car models a classifier can recognise (their ids), grouped by manufacturer; every catalog
+    model when it names none (``from_classifier`` is then False)."""
+    pks = list(recognised_ids)
     from_classifier = bool(pks)
     if not from_classifier:
         pks = list(CarModel.objects.values_list("pk", flat=True))

@@ -8,5 +8,4 @@ urlpatterns = [
     path("catalog/", views.manufacturer_list, name="manufacturer_list"),
     path("catalog/<slug:slug>/", views.manufacturer_detail, name="manufacturer"),
     path("cars/<slug:slug>/", views.car_model_detail, name="car_model"),
-    path("supported-models/", views.supported_models, name="supported_models"),
 ]

@@ -43,7 +43,3 @@ def car_model_detail(request: HttpRequest, slug: str) -> HttpResponse:
         "interior_images": selectors.car_model_gallery(car_model, view=ImageView.INTERIOR),
     }
     return render(request, "catalog/car_model_detail.html", context)
-
-
-def supported_models(request: HttpRequest) -> HttpResponse:
-    return render(request, "catalog/supported_models.html", {"supported": selectors.supported_models_for_page()})

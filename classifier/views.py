@@ -10,11 +10,13 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from catalog import selectors as catalog_selectors
 from catalog.imaging import ImageRejected
 from classifier.forms import FeedbackForm, UploadForm
 from classifier.models import Classification
 from classifier.ownership import is_visitor_owner, visitor_owner_token
 from classifier.selectors import classifications as selectors
+from classifier.selectors.registry import supported_car_models
 from classifier.services.classification import classification_create, upload_read
 from classifier.services.feedback import FeedbackRefused, feedback_submit
 from classifier.services.throttling import FeedbackRateThrottle, UploadThrottled, uploads_throttle
@@ -78,6 +80,14 @@ def _result_context(request: HttpRequest, classification: Classification, feedba
         "status_url": reverse("classification-detail", kwargs={"pk": classification.pk}),
         "fragment_url": reverse("classifier:result-fragment", kwargs={"pk": classification.pk}),
     }
+
+
+@require_GET
+def supported_models(request: HttpRequest) -> HttpResponse:
+    """The car models the active classifier can name; the whole catalog while none is active."""
+    recognised = supported_car_models().values_list("pk", flat=True)
+    supported = catalog_selectors.supported_models_for_page(recognised)
+    return render(request, "catalog/supported_models.html", {"supported": supported})
 
 
 @require_GET

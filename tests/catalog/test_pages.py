@@ -96,8 +96,9 @@ def test_unknown_slugs_are_404(client, db):
 
 
 def test_supported_models_lists_catalog_grouped_by_manufacturer(client, loaded_catalog):
-    supported = selectors.supported_models_for_page()
+    supported = selectors.supported_models_for_page([])
     assert supported.count == 174 and len(supported.groups) == 31
+    assert not supported.from_classifier
     html = page(client, "/supported-models/")
     assert "174 car models" in html
     assert 'href="/cars/2023-volkswagen-id-4/"' in html
@@ -105,15 +106,11 @@ def test_supported_models_lists_catalog_grouped_by_manufacturer(client, loaded_c
 
 
 def test_supported_models_follows_the_classifier_when_it_answers(client, loaded_catalog, monkeypatch):
-    import sys
-    import types
-
     from catalog.models import CarModel
 
-    registry = types.ModuleType("classifier.selectors.registry")
-    registry.supported_car_models = lambda: CarModel.objects.filter(manufacturer__slug="acura")
-    monkeypatch.setitem(sys.modules, "classifier.selectors.registry", registry)
-    supported = selectors.supported_models_for_page()
+    acura = CarModel.objects.filter(manufacturer__slug="acura")
+    monkeypatch.setattr("classifier.views.supported_car_models", lambda: acura)
+    supported = selectors.supported_models_for_page(acura.values_list("pk", flat=True))
     assert supported.from_classifier and supported.count == 4
     html = page(client, "/supported-models/")
     assert "The active classifier can recognise these 4 car models" in html
