@@ -12,7 +12,7 @@ from catalog.models import CarImage, ImageOrigin, ImageView
 from classifier.models import Classification, ClassificationPrediction, ClassificationStatus, FeedbackStatus
 from classifier.selectors.classifications import classification_get, classification_result
 from classifier.services.classification import Upload, classification_create, classification_run
-from classifier.services.feedback import feedback_accept, feedback_submit
+from classifier.services.feedback import FeedbackRefused, feedback_accept, feedback_submit
 from tests.classification.conftest import image_bytes
 
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]
@@ -241,7 +241,7 @@ def test_feedback_from_another_session_is_refused(
     response = client.post(reverse("classifier:feedback", kwargs={"pk": classification.pk}), {"action": "confirm"})
 
     assert response.status_code == 403
-    assert not hasattr(Classification.objects.get(), "feedback") or not feedback_exists(classification)
+    assert not feedback_exists(classification)
 
 
 def feedback_exists(classification) -> bool:
@@ -250,13 +250,14 @@ def feedback_exists(classification) -> bool:
     return Feedback.objects.filter(classification=classification).exists()
 
 
-def test_confirm_needs_a_finished_job(acura_catalog):
-    from django.core.exceptions import ValidationError
-
+def test_feedback_needs_a_finished_job(acura_catalog):
     classification = classification_create(Upload(image_bytes("JPEG"), "car.jpg"))
 
-    with pytest.raises(ValidationError):
-        feedback_submit(classification, car_model=None, confirm=True)
+    with pytest.raises(FeedbackRefused) as refused:
+        feedback_submit(classification, car_model=acura_catalog["MDX"], confirm=False)
+
+    assert refused.value.code == "not_finished"
+    assert not feedback_exists(classification)
 
 
 def _file(data: bytes, name: str = "car.jpg"):

@@ -10,10 +10,10 @@ import torch
 from PIL import Image, ImageDraw
 
 from ml.data import ManifestRecord
+from tests.conftest import SHARED_DATA as SHARED
 
 torch.set_num_threads(2)
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 CAR_PHOTOS = SHARED / "car-photos"
 
 SHAPE_CLASSES = ["red_circle", "green_square", "blue_triangle"]

@@ -75,7 +75,7 @@ def test_abstain_threshold_meets_target_precision_on_val() -> None:
     if len(below):
         t2 = below.max()
         kept2 = conf >= t2
-        assert (pred[kept2] == targets[kept2]).float().mean() < 0.9 or t2 == thr
+        assert (pred[kept2] == targets[kept2]).float().mean() < 0.9
 
 
 def test_evaluate_predictions_writes_reports(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from PIL import UnidentifiedImageError
 
 from ml.gate import GATE_LABELS, build_zero_shot_gate, imagenet_groups
 from ml.models import IMAGENET_CLASSES
@@ -42,7 +43,7 @@ def test_zero_shot_gate_on_real_exterior_photos(gate: Predictor, car_rows: list[
 
 def test_gate_rejects_non_image(gate: Predictor) -> None:
     img = Path(__file__)  # not an image: must raise, not guess
-    with pytest.raises(Exception):  # noqa: B017 - PIL raises UnidentifiedImageError
+    with pytest.raises(UnidentifiedImageError):
         gate.predict([img])
 
 
