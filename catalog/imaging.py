@@ -13,7 +13,9 @@ import re
 import warnings
 from dataclasses import dataclass
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
+
+from ml.imaging import dhash, to_rgb
 
 # MPO is how Pillow names a JPEG that carries extra pictures (many phone cameras write them): its first
 # picture is an ordinary JPEG.
@@ -112,24 +114,6 @@ def load_image(data: bytes, limits: ImageLimits) -> Image.Image:
     return image
 
 
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Upright RGB from any accepted mode: EXIF orientation, CMYK, palette with alpha, 16-bit, grey."""
-    image = ImageOps.exif_transpose(image) or image
-    if image.mode == "RGB":
-        return image
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        # 16-bit greyscale: scale the full 0..65535 range to 8 bits instead of clipping at 255.
-        image = image.point(lambda value: value / 257).convert("L")
-        return image.convert("RGB")
-    if image.mode == "P":
-        image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA", "PA"):
-        background = Image.new("RGB", image.size, (255, 255, 255))
-        background.paste(image, mask=image.getchannel("A"))
-        return background
-    return image.convert("RGB")
-
-
 def fit_within(image: Image.Image, max_side: int) -> Image.Image:
     if max(image.size) <= max_side:
         return image
@@ -198,25 +182,6 @@ def strip_jpeg_metadata(data: bytes) -> bytes | None:
 
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def dhash(image: Image.Image, size: int = 8) -> int:
-    """64-bit difference hash: robust to resizing and recompression, cheap to compare."""
-    grey = image.convert("L").resize((size + 1, size), Image.Resampling.LANCZOS)
-    pixels = grey.tobytes()
-    bits = 0
-    for row in range(size):
-        for col in range(size):
-            left = pixels[row * (size + 1) + col]
-            right = pixels[row * (size + 1) + col + 1]
-            bits = (bits << 1) | (1 if left > right else 0)
-    return bits
-
-
-def hamming(a: int | str, b: int | str) -> int:
-    a_int = int(a, 16) if isinstance(a, str) else a
-    b_int = int(b, 16) if isinstance(b, str) else b
-    return (a_int ^ b_int).bit_count()
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from django.db.models import Q
 from catalog import imaging
 from catalog.models import CarImage, CarModel, ImageOrigin, ImageView, Manufacturer, Specification
 from catalog.naming import CarName, car_slug, make_slug, official_make, parse_label
+from ml.imaging import hamming
 
 logger = logging.getLogger(__name__)
 
@@ -195,7 +196,7 @@ def car_image_add(
             return ImageAddResult("duplicate", None, exact)
         if threshold > 0:
             for other in CarImage.objects.filter(car_model=car_model).exclude(phash="").only("id", "phash"):
-                if imaging.hamming(other.phash, normalised.phash) <= threshold:
+                if hamming(other.phash, normalised.phash) <= threshold:
                     return ImageAddResult("near_duplicate", None, other)
         image = CarImage(
             car_model=car_model,

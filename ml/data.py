@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from ml.presets import to_rgb
+from ml.imaging import dhash, to_rgb
 
 
 @dataclass(frozen=True)
@@ -87,24 +87,6 @@ class ImageManifestDataset(Dataset):
 # ---------------------------------------------------------------- near-duplicates
 
 
-def perceptual_hash(img: Image.Image, hash_size: int = 8) -> int:
-    """64-bit difference hash (dHash): sign of horizontal gradients of a 9x8 greyscale thumbnail.
-
-    Robust to rescaling/recompression, which is how the same press photo reappears across years.
-    """
-    grey = to_rgb(img).convert("L").resize((hash_size + 1, hash_size), Image.Resampling.LANCZOS)
-    a = np.asarray(grey, dtype=np.int16)
-    bits = (a[:, 1:] > a[:, :-1]).flatten()
-    value = 0
-    for b in bits:
-        value = (value << 1) | int(b)
-    return value
-
-
-def hamming(a: int, b: int) -> int:
-    return (a ^ b).bit_count()
-
-
 class _UnionFind:
     def __init__(self, n: int) -> None:
         self.parent = list(range(n))
@@ -137,7 +119,7 @@ def group_near_duplicates(
         hashes = []
         for r in records:
             with Image.open(r.path) as im:
-                hashes.append(perceptual_hash(im))
+                hashes.append(dhash(to_rgb(im)))
     uf = _UnionFind(n)
     by_existing: dict[str, int] = {}
     for i, r in enumerate(records):

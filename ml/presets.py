@@ -18,7 +18,9 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps
+from PIL import Image
+
+from ml.imaging import to_rgb
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -65,40 +67,6 @@ class PreprocessConfig:
             interpolation=str(d.get("interpolation", "bilinear")),
             frame_size=tuple(int(x) for x in d["frame_size"]) if d.get("frame_size") else None,  # type: ignore[arg-type]
         )
-
-
-def to_rgb(img: Image.Image) -> Image.Image:
-    """Return an upright 8-bit RGB copy of any PIL image the web might hand us.
-
-    Handles EXIF orientation, animated images (first frame), palette/LA/RGBA transparency
-    (composited on white, so transparent pixels don't become black), 16/32-bit greyscale
-    ("I;16", "I", "F": rescaled to 0..255 rather than clipped), CMYK and L.
-    """
-    if getattr(img, "is_animated", False):
-        img.seek(0)
-    img = ImageOps.exif_transpose(img)
-    mode = img.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        arr = np.asarray(img, dtype=np.float64)
-        if mode.startswith("I;16"):
-            arr = arr / 65535.0 * 255.0
-        else:
-            lo, hi = float(arr.min()), float(arr.max())
-            arr = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
-        img = Image.fromarray(np.clip(arr + 0.5, 0, 255).astype(np.uint8), mode="L")
-        mode = "L"
-    if mode == "P":
-        # Palette images may carry transparency in info; go through RGBA to honour it.
-        img = img.convert("RGBA")
-        mode = "RGBA"
-    if mode in ("RGBA", "LA", "PA") or (mode in ("RGB", "L") and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    if mode != "RGB":
-        return img.convert("RGB")
-    # Copy so callers may close/seek the original without affecting us.
-    return img.copy()
 
 
 class ToRGB(torch.nn.Module):

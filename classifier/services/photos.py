@@ -24,6 +24,7 @@ from catalog.models import CarImage, CarModel, ImageOrigin, ImageView
 from catalog.naming import CarName, LabelError, official_make, parse_label
 from catalog.spec_import import SpecImportResult, specs_from_file_names
 from classifier.models import ModelKind
+from ml.imaging import to_rgb
 
 logger = logging.getLogger(__name__)
 
@@ -310,7 +311,7 @@ def car_images_label_views(image_ids: Iterable[int], *, batch_size: int = 16) ->
         for image in pending[start : start + batch_size]:
             try:
                 with image.image.open("rb") as handle, Image.open(handle) as picture:
-                    pictures.append(imaging.to_rgb(picture).copy())
+                    pictures.append(to_rgb(picture))
                 batch.append(image)
             except (OSError, ValueError) as exc:
                 logger.warning("cannot read catalog image #%s: %s", image.pk, exc)

@@ -13,12 +13,11 @@ from ml.data import (
     Split,
     group_near_duplicates,
     grouped_folds,
-    hamming,
-    perceptual_hash,
     read_manifest,
     split_grouped,
     write_manifest,
 )
+from ml.imaging import dhash, hamming
 from ml.presets import ClassificationPresetEval
 
 
@@ -42,9 +41,9 @@ def test_perceptual_hash_near_duplicates_close_and_different_images_far(tmp_path
     a_small = a.resize((160, 120))  # same photo at another size, JPEG recompressed
     a_small.save(tmp_path / "a.jpg", quality=70)
     with Image.open(tmp_path / "a.jpg") as a_jpg:
-        assert hamming(perceptual_hash(a), perceptual_hash(a_jpg)) <= 6
-    assert hamming(perceptual_hash(a), perceptual_hash(b)) > 15
-    assert 0 <= perceptual_hash(a) < 2**64
+        assert hamming(dhash(a), dhash(a_jpg)) <= 6
+    assert hamming(dhash(a), dhash(b)) > 15
+    assert 0 <= dhash(a) < 2**64
 
 
 def test_group_near_duplicates_unions_similar_and_existing_groups() -> None:
