@@ -55,7 +55,11 @@ def car_model_detail_queryset() -> QuerySet[CarModel]:
 
 def car_model_get(*, slug: str | None = None, pk: int | None = None) -> CarModel:
     queryset = car_model_detail_queryset()
-    return queryset.get(slug=slug) if slug is not None else queryset.get(pk=pk)
+    if slug is not None:
+        return queryset.get(slug=slug)
+    if pk is None:
+        raise ValueError("car_model_get needs a slug or a pk")
+    return queryset.get(pk=pk)
 
 
 def car_model_gallery(car_model: CarModel, *, view: str, limit: int = 12) -> list[CarImage]:
@@ -100,7 +104,7 @@ def manufacturer_get(*, slug: str) -> Manufacturer:
 
 def manufacturer_list_with_models() -> QuerySet[Manufacturer]:
     """Manufacturers that have car models, for the catalog's browse page."""
-    return manufacturer_list().filter(model_count__gt=0)
+    return manufacturer_list().filter(model_count__gt=0)  # type: ignore[misc]  # manufacturer_list's annotation
 
 
 @dataclass(frozen=True)

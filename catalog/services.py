@@ -232,7 +232,8 @@ def car_image_delete(image: CarImage) -> None:
     storage, name = image.image.storage, image.image.name
     image.delete()
     # Delete the file only once the row is really gone.
-    transaction.on_commit(lambda: storage.delete(name))
+    if name:
+        transaction.on_commit(lambda: storage.delete(name))
 
 
 def manufacturer_update(manufacturer: Manufacturer, *, name: str) -> Manufacturer:

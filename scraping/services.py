@@ -35,7 +35,7 @@ from scraping.models import PageKind, PageRecord, PageStatus, RunStatus, ScrapeR
 
 logger = logging.getLogger(__name__)
 
-MAX_URL_LENGTH = PageRecord._meta.get_field("url").max_length
+MAX_URL_LENGTH: int = PageRecord._meta.get_field("url").max_length or 0
 DEADLOCK_RETRIES = 3
 RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})  # deadlock detected, serialization failure
 T = TypeVar("T")
@@ -245,6 +245,13 @@ def recrawl_previous_runs() -> list[ScrapeRun]:
 # --- pages ---------------------------------------------------------------------------------------
 
 
+def _run_of(page: PageRecord) -> ScrapeRun:
+    """The run a page is processed for (``page_process`` takes only pages that still have one)."""
+    if page.run is None:
+        raise ParseError("The page no longer belongs to a scrape run.")
+    return page.run
+
+
 def _bump(run_id: int, **amounts: int) -> None:
     amounts = {name: value for name, value in amounts.items() if value}
     if amounts:
@@ -367,9 +374,9 @@ def _fail(page: PageRecord, code: str, message: str, *, status: int | None = Non
                 also_save=("http_status",),
             )
             if page.kind == PageKind.IMAGE:
-                _bump(page.run_id, **({"images_skipped": 1} if skipped else {"images_failed": 1}))
+                _bump(_run_of(page).pk, **({"images_skipped": 1} if skipped else {"images_failed": 1}))
             if not skipped:
-                ScrapeRun.objects.filter(pk=page.run_id).update(last_error=f"{page.url}: {message}"[:2000])
+                ScrapeRun.objects.filter(pk=_run_of(page).pk).update(last_error=f"{page.url}: {message}"[:2000])
 
     _with_deadlock_retries(page, record)
 
@@ -408,7 +415,7 @@ def page_process(page_id: int, *, fetcher: Fetcher | None = None) -> list[int]:
 
 
 def _rate(page: PageRecord) -> float | None:
-    return page.run.rate_per_second
+    return _run_of(page).rate_per_second
 
 
 def _fetch(page: PageRecord, fetcher: Fetcher, *, conditional: bool, max_bytes: int | None = None) -> FetchResult:
@@ -431,7 +438,7 @@ def _followed(page: PageRecord, links: Sequence[Link]) -> tuple[list[Link], str]
     Pages are followed on the run's own host only (images may live on another, e.g. a CDN, and lead
     nowhere), and at most SCRAPER_MAX_LINKS_PER_PAGE of them: one huge page must not flood the queue.
     """
-    host = urlsplit(page.run.base_url).hostname
+    host = urlsplit(_run_of(page).base_url).hostname
     cap = settings.SCRAPER_MAX_LINKS_PER_PAGE
     kept: list[Link] = []
     for link in links:
@@ -459,11 +466,11 @@ def _finish_read_page(page: PageRecord, result: FetchResult, links: list[Link], 
 def _report_dropped_links(page: PageRecord, note: str) -> None:
     """Last in a transaction, as it writes the run row."""
     if note:
-        ScrapeRun.objects.filter(pk=page.run_id).update(last_error=f"{page.url}: {note}"[:2000])
+        ScrapeRun.objects.filter(pk=_run_of(page).pk).update(last_error=f"{page.url}: {note}"[:2000])
 
 
 def _process_page(page: PageRecord, adapter: SourceAdapter, fetcher: Fetcher) -> list[int]:
-    run = page.run
+    run = _run_of(page)
     # A 304 is only useful when what the page said last time was applied (validators are stored only
     # then) and, for spec and gallery pages, the car model it was applied to is known.
     conditional = page.kind not in (PageKind.SPEC, PageKind.GALLERY) or page.car_model_id is not None
@@ -557,15 +564,16 @@ def spec_apply(source: str, url: str, spec: SpecPage) -> SpecApplied:
 
 
 def _process_image(page: PageRecord, fetcher: Fetcher) -> list[int]:
-    if page.car_model_id is None:
+    car_model = page.car_model
+    if car_model is None:
         raise ParseError("An image page needs the car model it belongs to.")
-    stored = CarImage.objects.filter(car_model_id=page.car_model_id, source_url=page.url).first()
+    stored = CarImage.objects.filter(car_model=car_model, source_url=page.url).first()
     if stored:
         with transaction.atomic():
             _finish(
                 page, PageStatus.SKIPPED, error=f"Already stored as image #{stored.pk}.", error_code="already_stored"
             )
-            _bump(page.run_id, images_skipped=1)
+            _bump(_run_of(page).pk, images_skipped=1)
         return []
     # An image skipped as a duplicate last time is asked for conditionally: unchanged bytes are not re-read.
     conditional = page.error_code in ("duplicate", "near_duplicate", "unchanged")
@@ -575,16 +583,17 @@ def _process_image(page: PageRecord, fetcher: Fetcher) -> list[int]:
             _finish(
                 page, PageStatus.SKIPPED, result=result, error="Unchanged since the last crawl.", error_code="unchanged"
             )
-            _bump(page.run_id, images_skipped=1)
+            _bump(_run_of(page).pk, images_skipped=1)
         return []
     with transaction.atomic():
         added = catalog_services.car_image_add(
-            page.car_model, data=result.body, origin=ImageOrigin.SCRAPED, source_url=page.url
+            car_model, data=result.body, origin=ImageOrigin.SCRAPED, source_url=page.url
         )
         if added.saved:
             _finish(page, PageStatus.DONE, result=result)
-            _bump(page.run_id, images_saved=1)
+            _bump(_run_of(page).pk, images_saved=1)
         else:
+            assert added.duplicate_of is not None  # not saved: a copy of this stored image
             what = "An exact" if added.status == "duplicate" else "A near"
             _finish(
                 page,
@@ -593,5 +602,5 @@ def _process_image(page: PageRecord, fetcher: Fetcher) -> list[int]:
                 error=f"{what} duplicate of image #{added.duplicate_of.pk}.",
                 error_code=added.status,
             )
-            _bump(page.run_id, images_skipped=1)
+            _bump(_run_of(page).pk, images_skipped=1)
     return []

@@ -22,6 +22,12 @@ def _signed_in(request: Any) -> bool:
     return user is not None and user.is_authenticated
 
 
+def _rate_of(scope: str) -> str | None:
+    """The configured rate of a scope ("10/min"), read when asked: settings may change while the process runs."""
+    rate = api_settings.DEFAULT_THROTTLE_RATES.get(scope)
+    return None if rate is None else str(rate)
+
+
 def _client_ident(throttle: SimpleRateThrottle, request: Any) -> str:
     """Signed-in and token users by account, others by address."""
     return f"user-{request.user.pk}" if _signed_in(request) else f"ip-{throttle.get_ident(request)}"
@@ -34,15 +40,15 @@ class PhotoRateThrottle(SimpleRateThrottle):
     def get_cache_key(self, request: Any, view: Any = None) -> str:
         self.scope = "classify_user" if _signed_in(request) else "classify_anon"
         ident = _client_ident(self, request)
-        self.rate = api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
+        self.rate = _rate_of(self.scope)
         self.num_requests, self.duration = self.parse_rate(self.rate)
         return self.cache_format % {"scope": self.scope, "ident": ident}
 
     def allow_photos(self, request: Any, photos: int) -> bool:
         """Count ``photos`` uploads against the caller's allowance; False, counting nothing, when they exceed it."""
         self.key = self.get_cache_key(request)
-        if self.rate is None:
-            return True
+        if self.num_requests is None or self.duration is None:
+            return True  # no rate: not throttled
         self.now = self.timer()
         self.history = [at for at in self.cache.get(self.key, []) if at > self.now - self.duration]
         if len(self.history) + photos > self.num_requests:
@@ -65,8 +71,7 @@ class FeedbackRateThrottle(SimpleRateThrottle):
     scope = "feedback"
 
     def get_rate(self) -> str | None:
-        # Read the rate when asked, not once at import: settings may change while the process runs.
-        return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
+        return _rate_of(self.scope)
 
     def get_cache_key(self, request: Any, view: Any) -> str:
         return self.cache_format % {"scope": self.scope, "ident": _client_ident(self, request)}
