@@ -66,7 +66,7 @@ FILLER_SPEC_NAMES = [
 
 
 def _build_site(site, models: int, images_per_model: int):
-    from scraping.devsite import TccCar, build_tcc_site, photo
+    from bench.devsite import TccCar, build_tcc_site, photo
 
     makes = ["Audi", "BMW", "Chevrolet", "Ford", "Honda", "Hyundai", "Kia", "Mazda", "Nissan", "Subaru", "Toyota"]
     cars = []
@@ -125,11 +125,11 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="carsite-scrape-bench-"))
     try:
         _configure(workdir)
+        from bench.devsite import FixtureSite, tcc_spec_path
         from catalog.models import CarImage, CarModel
         from scraping import services
         from scraping.adapters import get_adapter
         from scraping.cleaning import clean_specs
-        from scraping.devsite import FixtureSite, tcc_spec_path
 
         with FixtureSite() as site:
             cars = _build_site(site, args.models, args.images_per_model)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from scraping.devsite import FixtureSite
+from bench.devsite import FixtureSite
 
 # The site definitions live next to the tests; make them importable as a plain module.
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -4,7 +4,7 @@ import struct
 import zlib
 from decimal import Decimal
 
-from scraping.devsite import FixtureSite, TccCar, build_tcc_site, photo, tcc_image_path, tcc_spec_path
+from bench.devsite import FixtureSite, TccCar, build_tcc_site, photo, tcc_image_path, tcc_spec_path
 
 MAX_IMAGE_BYTES = 150_000
 BLOCKED_SPEC = "/ford_ranger/specifications/"

@@ -4,8 +4,8 @@ import pytest
 from django.urls import reverse
 from scraping_sites import AUDI_A4, VW_ID4
 
+from bench.devsite import build_tcc_site, tcc_image_path
 from scraping import services
-from scraping.devsite import build_tcc_site, tcc_image_path
 from scraping.models import PageRecord, RunStatus, ScrapeRun
 
 pytestmark = pytest.mark.django_db

@@ -12,9 +12,9 @@ from celery import Celery
 from django.db import connection
 from scraping_sites import AUDI_A4, KIA_TELLURIDE, MAX_IMAGE_BYTES, VW_ID4
 
+from bench.devsite import build_tcc_site
 from catalog.models import CarImage, CarModel
 from scraping import services
-from scraping.devsite import build_tcc_site
 from scraping.models import PageRecord, PageStatus, RunStatus, ScrapeRun
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -12,9 +12,9 @@ from scraping_sites import (
     catalog_snapshot,
 )
 
+from bench.devsite import FixtureSite, build_tcc_site, jsonld_page_html, photo, tcc_image_path, tcc_spec_path
 from catalog.models import CarImage, CarModel, Manufacturer, Specification
 from scraping import services, tasks
-from scraping.devsite import FixtureSite, build_tcc_site, jsonld_page_html, photo, tcc_image_path, tcc_spec_path
 from scraping.models import PageKind, PageRecord, PageStatus, RunStatus, ScrapeRun
 
 pytestmark = pytest.mark.django_db

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
+from bench.devsite import FixtureSite
 from scraping import http
-from scraping.devsite import FixtureSite
 from scraping.http import Fetcher, FetchError, check_destination, config_from_settings
 
 

@@ -11,9 +11,9 @@ import pytest
 from django.db import connection
 from scraping_sites import catalog_snapshot
 
+from bench.devsite import TccCar, build_tcc_site, photo
 from catalog.models import CarImage, CarModel, Manufacturer, Specification
 from scraping import services
-from scraping.devsite import TccCar, build_tcc_site, photo
 from scraping.models import PageRecord, PageStatus, RunStatus, ScrapeRun
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -1,5 +1,5 @@
 """A local web site to crawl: a real HTTP server on 127.0.0.1 serving pages in The Car Connection
-layout or with schema.org JSON-LD, with faults on demand. Used by the tests and the benchmark;
+layout or with schema.org JSON-LD, with faults on demand. Used by the tests and bench/scrape_benchmark.py;
 never by the crawler itself.
 
 Faults (``Resource.faults`` are used one per request, then ``Resource.always`` applies):
