@@ -151,15 +151,7 @@ class ScrapeRunAdmin(admin.ModelAdmin):
     @admin.action(description="Run again with the same scope (re-crawl)", permissions=["add"])
     def rerun_scope(self, request: HttpRequest, queryset) -> None:
         for run in queryset:
-            new_run = services.run_create(
-                source=run.source,
-                base_url=run.base_url,
-                makes=run.makes,
-                years=run.years,
-                limit=run.limit,
-                rate_per_second=run.rate_per_second,
-            )
-            tasks.run_start_later(new_run)
+            tasks.run_start_later(services.run_repeat(run))
         self.message_user(request, f"Started {queryset.count()} new run(s).", messages.SUCCESS)
 
 

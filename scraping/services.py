@@ -229,17 +229,20 @@ def recrawl_previous_runs() -> list[ScrapeRun]:
             source=run.source, base_url=run.base_url, makes=run.makes, years=run.years, limit=run.limit
         ):
             continue
-        created.append(
-            run_create(
-                source=run.source,
-                base_url=run.base_url,
-                makes=run.makes,
-                years=run.years,
-                limit=run.limit,
-                rate_per_second=run.rate_per_second,
-            )
-        )
+        created.append(run_repeat(run))
     return created
+
+
+def run_repeat(run: ScrapeRun) -> ScrapeRun:
+    """A new queued run with ``run``'s source, site, scope, limit and rate (a re-crawl)."""
+    return run_create(
+        source=run.source,
+        base_url=run.base_url,
+        makes=run.makes,
+        years=run.years,
+        limit=run.limit,
+        rate_per_second=run.rate_per_second,
+    )
 
 
 # --- pages ---------------------------------------------------------------------------------------
