@@ -215,9 +215,6 @@ SPECTACULAR_SETTINGS = {
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="")
 # No broker: run tasks in-process (the embedded default). The same services run either way.
 CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL
-if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
-    # kombu's Redis transport, less a new client per publish and per acknowledgement (see the module).
-    CELERY_BROKER_TRANSPORT = "carsite.broker:Transport"
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default="") or None
 CELERY_TASK_IGNORE_RESULT = True

@@ -33,8 +33,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, transaction
-from django.db.models import Q
+from django.db import DatabaseError, connection, transaction
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 from PIL import Image
 
@@ -78,6 +78,15 @@ def lease_duration() -> dt.timedelta:
     return dt.timedelta(seconds=float(settings.CARSITE_CLASSIFY_LEASE_SECONDS))
 
 
+def _locked(queryset: QuerySet[Classification]) -> QuerySet[Classification]:
+    """Lock the rows read, skipping those another transaction holds, on a database that can.
+
+    SQLite has no row locks and ignores this (its writes are serialised); a database with row locks but no
+    SKIP LOCKED waits for them. Either way the conditional UPDATE after it decides.
+    """
+    return queryset.select_for_update(skip_locked=connection.features.has_select_for_update_skip_locked)
+
+
 def _claimable(now: dt.datetime) -> Q:
     """Queued, or running under a lease that has expired (its worker died; a job without one predates leases)."""
     expired = Q(lease_expires_at__lt=now) | Q(lease_expires_at__isnull=True)
@@ -91,9 +100,7 @@ def _claim(classification_id: uuid.UUID | str) -> Classification | None:
     """Mark the job running under a fresh lease; None when there is nothing to do (finished, or being run)."""
     now = timezone.now()
     with transaction.atomic():
-        # SQLite has no row locks and ignores this; the conditional UPDATE below decides there as everywhere.
-        job = Classification.objects.select_for_update(skip_locked=True).filter(_claimable(now), pk=classification_id)
-        job = job.first()
+        job = _locked(Classification.objects.filter(_claimable(now), pk=classification_id)).first()
         if job is None:
             return None
         queue_wait_ms = job.queue_wait_ms  # from upload to the first start, kept when a job is redone
@@ -122,8 +129,6 @@ def _lease_renewed(job: Classification) -> Iterator[None]:
     claim = Classification.objects.filter(pk=job.pk, status=ClassificationStatus.RUNNING, attempts=job.attempts)
 
     def renew() -> None:
-        from django.db import connection
-
         try:
             while not stop.wait(lease_duration().total_seconds() / 3):
                 try:
@@ -386,8 +391,7 @@ def classifications_requeue_stuck(*, queued_for: dt.timedelta | None = None, lim
     queued_for = queued_for or dt.timedelta(seconds=settings.CARSITE_CLASSIFY_REQUEUE_QUEUED_AFTER)
     with transaction.atomic():
         expired = list(
-            Classification.objects.select_for_update(skip_locked=True)
-            .filter(_claimable(now), status=ClassificationStatus.RUNNING)
+            _locked(Classification.objects.filter(_claimable(now), status=ClassificationStatus.RUNNING))
             .order_by("started_at")
             .values_list("pk", flat=True)[:limit]
         )

@@ -9,7 +9,6 @@ periodic requeue (``classifier.services.execution``) to send it later.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import uuid
@@ -90,11 +89,8 @@ def classification_create_batch(
     owner = user if user is not None and getattr(user, "is_authenticated", False) else None
     created: list[Classification] = []
     stored_files: list[Classification] = []
-    # One photo is one INSERT, atomic by itself: a transaction around it would only add two round trips
-    # (BEGIN, COMMIT) to every upload. Several photos are stored all or nothing.
-    atomically = transaction.atomic() if len(normalised) > 1 else contextlib.nullcontext()
     try:
-        with atomically:
+        with transaction.atomic():  # several photos are stored all or nothing
             for upload, image in normalised:
                 classification = Classification(
                     id=uuid.uuid4(),
