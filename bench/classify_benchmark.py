@@ -206,7 +206,7 @@ class CpuSampler(threading.Thread):
 def steady_compute_ms(payloads: list[bytes], photos: int = 80, offset: int = 0) -> list[float]:
     """Decode + gate + classifier per photo, warm and back to back in this process, as a worker thread runs it.
 
-    Uses the active models through the worker's own runtime (same bundles, threads and forward batch).
+    Uses the active models through the worker's own runtime (same bundles and threads).
     """
     import torch
 
@@ -277,10 +277,7 @@ def main() -> int:
     parser.add_argument("--worker-nice", type=int, default=10)
     parser.add_argument("--concurrency", type=int, default=3,
                         help="worker pool size (threads; the models run on at most one per core at a time)")
-    parser.add_argument("--worker-batch", type=int, default=8, help="CARSITE_CLASSIFY_WORKER_BATCH of the worker")
     parser.add_argument("--torch-threads", type=int, default=1, help="CARSITE_TORCH_THREADS (per model call)")
-    parser.add_argument("--forward-batch", type=int, default=1,
-                        help="CARSITE_CLASSIFY_FORWARD_BATCH of the worker (photos per model call; 0 = whole batch)")
     parser.add_argument("--prefetch", type=int, default=1, help="worker prefetch multiplier")
     parser.add_argument("--uploads", type=int, default=200)
     parser.add_argument("--sequential", type=int, default=50)
@@ -309,8 +306,6 @@ def main() -> int:
         "SECURE_COOKIES": "0",
         "CLASSIFY_ANON_RATE": "1000000/minute",
         "CARSITE_TORCH_THREADS": str(args.torch_threads),
-        "CARSITE_CLASSIFY_WORKER_BATCH": str(args.worker_batch),
-        "CARSITE_CLASSIFY_FORWARD_BATCH": str(args.forward_batch),
         "CONN_MAX_AGE": "60",
         "LOG_LEVEL": "WARNING",
     }
@@ -371,7 +366,7 @@ def main() -> int:
             try:
                 if session.get(f"{base}/classify/", timeout=2).status_code == 200:
                     break
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # a busy machine answers late
                 time.sleep(0.1)
         else:
             print("gunicorn did not start:\n" + (logs / "gunicorn.log").read_text()[-3000:], file=sys.stderr)
@@ -532,7 +527,7 @@ def main() -> int:
         jobs = list(
             Classification.objects.filter(pk__in=ids).values(
                 "started_at", "finished_at", "status", "decode_ms", "gate_ms", "classifier_ms", "total_ms",
-                "batch_size", "queue_wait_ms",
+                "queue_wait_ms",
             )
         )
         loaded_compute = statistics.median((j["decode_ms"] or 0) + (j["gate_ms"] or 0) + (j["classifier_ms"] or 0)
@@ -562,8 +557,7 @@ def main() -> int:
         print("carsite classification benchmark")
         print(f"  machine: {os.cpu_count()} CPUs; gunicorn {args.web_workers} x {args.web_threads} threads; "
               f"celery {args.pool} pool -c {args.concurrency} "
-              f"(nice {args.worker_nice}), torch {args.torch_threads} thread(s) per model call, "
-              f"worker batch {args.worker_batch}, forward batch {args.forward_batch or 'whole'}")
+              f"(nice {args.worker_nice}), torch {args.torch_threads} thread(s) per model call, one job per task")
         print(f"  models: gate {args.gate_bundle.name}" + (f", classifier {args.classifier_bundle.name}"
                                                           if has_classifier else ", NO classifier"))
         print(f"  worker start -> first result:  {time_to_first:6.2f} s cold (compiles the models), "
@@ -599,16 +593,13 @@ def main() -> int:
         print(f"  while draining the backlog:    compute {loaded_compute:.0f} ms/image, "
               f"whole job {loaded_total:.0f} ms "
               f"in the service ({args.concurrency} jobs at a time); machine load average {os.getloadavg()[0]:.1f}")
-        sizes = statistics.mean(j["batch_size"] or 1 for j in jobs)
-        # Each batch counted once: its jobs share one started_at and one finished_at.
-        batches = {(j["started_at"], j["finished_at"]) for j in jobs}
-        in_service = sum((end - start).total_seconds() for start, end in batches)
+        in_service = sum((j["finished_at"] - j["started_at"]).total_seconds() for j in jobs)
         busy_share = in_service / (args.concurrency * span)
         print(f"  worker threads inside the service (claim to result written): {busy_share:.0%} of the "
               "drain; the rest is Celery and the broker between tasks")
         print(f"  drain breakdown (median per photo): decode {statistics.median(j['decode_ms'] or 0 for j in jobs):.1f}"
               f" ms, gate {statistics.median(j['gate_ms'] or 0 for j in jobs):.1f} ms, classifier "
-              f"{statistics.median(j['classifier_ms'] or 0 for j in jobs):.1f} ms; mean batch {sizes:.1f} photos")
+              f"{statistics.median(j['classifier_ms'] or 0 for j in jobs):.1f} ms")
         used = sampler.between(first_start.timestamp(), max(j["finished_at"] for j in jobs).timestamp())
         if used:
             # Where the cores went while draining: CPU ms per photo, and how much of the 2 cores was idle.

@@ -11,7 +11,7 @@ twice (0) and the time from the service being back (the worker's death for d) un
 once (target <= 2 min after the worker's death):
 
 (a) the broker black-holes (accepts connections, never answers)   (b) the broker refuses connections
-(c) PostgreSQL is stopped                                         (d) the worker is SIGKILLed mid-batch
+(c) PostgreSQL is stopped                                         (d) the worker is SIGKILLed mid-job
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 PYTHON = sys.executable
-# The worker sleeps this long in every batch, so a batch is surely running when it is killed.
-BATCH_DELAY_MS = 3000
+# The worker sleeps this long in every job, so a job is surely running when it is killed.
+JOB_DELAY_MS = 3000
 
 
 def free_port() -> int:
@@ -220,7 +220,7 @@ def main() -> int:
             "SECURE_COOKIES": "0",
             "CLASSIFY_ANON_RATE": "1000000/minute",
             "CARSITE_TORCH_THREADS": "1",
-            "CARSITE_CLASSIFY_TEST_DELAY_MS": str(BATCH_DELAY_MS),
+            "CARSITE_CLASSIFY_TEST_DELAY_MS": str(JOB_DELAY_MS),
             "LOG_LEVEL": "WARNING",
         }
         os.environ.update(env)
@@ -351,7 +351,7 @@ def main() -> int:
         if not wait_until_one_runs(ids):
             print("no job started", file=sys.stderr)
             return 2
-        # A batch running when the database goes away cannot write its result: those jobs are redone once more.
+        # A job running when the database goes away cannot write its result: it is redone once more.
         interrupted = {str(pk) for pk in Classification.objects.filter(
             pk__in=ids, status=ClassificationStatus.RUNNING).values_list("pk", flat=True)}
         connections.close_all()
@@ -365,7 +365,7 @@ def main() -> int:
         print(json.dumps({"fault": "c PostgreSQL stopped", "running_at_stop": len(interrupted)}), flush=True)
         report("c PostgreSQL stopped (jobs uploaded just before)", before, back, interrupted)
 
-        # (d) The worker is SIGKILLed mid-batch; a fresh one starts. The dead worker's jobs are redone once
+        # (d) The worker is SIGKILLed mid-job; a fresh one starts. The dead worker's jobs are redone once
         # their lease expires (the requeue), not at Redis's visibility timeout (2 h).
         answers = [upload() for _ in range(args.photos)]
         ids = [job_id for _, _, job_id in answers]
@@ -379,7 +379,7 @@ def main() -> int:
             pk__in=ids, status=ClassificationStatus.RUNNING).values_list("pk", flat=True)}
         print(json.dumps({"fault": "d worker killed", "running_at_kill": len(interrupted)}), flush=True)
         start_worker("worker-2")
-        report("d worker SIGKILLed mid-batch (time from its death)", answers, killed_at, interrupted)
+        report("d worker SIGKILLed mid-job (time from its death)", answers, killed_at, interrupted)
 
         ok = all(
             line["lost"] == 0 and line["run_twice"] == 0 and line["answer_max_s"] <= 3

@@ -216,9 +216,6 @@ SPECTACULAR_SETTINGS = {
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="")
 # No broker: run tasks in-process (the embedded default). The same services run either way.
 CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL
-if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
-    # kombu's Redis transport, less a new client per publish and per acknowledgement (see the module).
-    CELERY_BROKER_TRANSPORT = "carsite.broker:Transport"
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default="") or None
 CELERY_TASK_IGNORE_RESULT = True
@@ -298,21 +295,9 @@ CARSITE_CLASSIFY_BATCH_LIMIT = env.int("CARSITE_CLASSIFY_BATCH_LIMIT", default=1
 CARSITE_REQUEST_MAX_BYTES = env.int(
     "CARSITE_REQUEST_MAX_BYTES", default=CARSITE_CLASSIFY_BATCH_LIMIT * CARSITE_UPLOAD_MAX_BYTES + 1024 * 1024
 )
-# A worker task runs its job together with up to this many - 1 other queued jobs: one round of
-# database writes per batch, and each model runs over the whole batch before the next model starts
-# (its weights stay in the caches) when uploads pile up. 1 turns it off. Measured with
-# bench/classify_benchmark.py on 2 cores: 8 drains a backlog at 87-97% of the compute bound (20 runs,
-# median 94%) against 88-92% at 4 (9 runs, median 90%); 12 and 16 did a little better still, but
-# each job would wait for more batch-mates and a dead worker's batch redoes more. Results come out in
-# bursts of a batch, and visitors who upload again as soon as they have their answer then arrive
-# together: on an earlier, slower 2-core machine that pushed upload accept p99 over 100 ms in 2 of 5
-# runs at 8 (never at 4); on the current one it was 15-38 ms in 21 of 22 runs at 8 (344 ms in one
-# whose one-at-a-time end-to-end p99 was 531 ms too: a noisy host). Lower it where uploads and the
-# worker share few, slow cores.
-CARSITE_CLASSIFY_WORKER_BATCH = env.int("CARSITE_CLASSIFY_WORKER_BATCH", default=8)
-# Photos per model call inside such a batch (0 = the whole batch). One at a time runs fastest when the
-# worker's threads compute side by side on a CPU (larger calls compete for the caches), and a photo's
-# answer then never depends on which photos shared its batch.
+# Photos per model call when a model is given several (labelling catalog images by view; a classification
+# job is one photo). One at a time runs fastest when threads compute side by side on a CPU (larger calls
+# compete for the caches), and a photo's answer then never depends on which photos shared its call.
 CARSITE_CLASSIFY_FORWARD_BATCH = env.int("CARSITE_CLASSIFY_FORWARD_BATCH", default=1)
 # A job still queued this long after its upload (seconds) is taken to have lost its task message (the
 # broker restarted or was flushed) and gets another; Celery beat checks every CARSITE_CLASSIFY_REQUEUE_EVERY
@@ -320,7 +305,7 @@ CARSITE_CLASSIFY_FORWARD_BATCH = env.int("CARSITE_CLASSIFY_FORWARD_BATCH", defau
 # and redoes running jobs whose lease expired.
 CARSITE_CLASSIFY_REQUEUE_QUEUED_AFTER = env.int("CARSITE_CLASSIFY_REQUEUE_QUEUED_AFTER", default=30 * 60)
 CARSITE_CLASSIFY_REQUEUE_EVERY = env.float("CARSITE_CLASSIFY_REQUEUE_EVERY", default=30)
-# A running job's lease (seconds): its worker renews it while the batch runs, so a job whose lease has
+# A running job's lease (seconds): its worker renews it while the job runs, so a job whose lease has
 # expired was left by a dead worker and is redone; dead worker to redone: at most this plus the check above.
 CARSITE_CLASSIFY_LEASE_SECONDS = env.float("CARSITE_CLASSIFY_LEASE_SECONDS", default=60)
 if CARSITE_CLASSIFY_REQUEUE_EVERY > 0:

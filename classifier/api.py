@@ -25,7 +25,7 @@ from catalog.imaging import ImageRejected
 from classifier.ownership import visitor_owner_token
 from classifier.selectors.classifications import classification_queryset, with_predictions
 from classifier.serializers import ClassificationSerializer, UploadRequestSerializer, accepted_job_data
-from classifier.services.classification import Upload, batch_limit, classification_create_batch, upload_read
+from classifier.services.intake import Upload, batch_limit, classification_create_batch, upload_read
 from classifier.services.throttling import UploadThrottled, uploads_throttle
 
 BatchSerializer = inline_serializer("ClassificationBatch", {"results": ClassificationSerializer(many=True)})

@@ -105,17 +105,9 @@ class Classification(models.Model):
     error = models.TextField(blank=True, help_text="What the visitor is told: never paths or exception text.")
     error_detail = models.TextField(blank=True, help_text="For operators only: the cause of the last failure.")
     attempts = models.PositiveSmallIntegerField(default=0)
-    # A worker runs the job its task names together with other queued jobs as one batch; the leader's
-    # unacknowledged task message is what brings the whole batch back if that worker dies.
-    batch_leader = models.UUIDField(
-        null=True, blank=True, db_index=True, help_text="The job whose task ran this one (itself when alone)."
-    )
-    batch_size = models.PositiveSmallIntegerField(
-        null=True, blank=True, help_text="Photos classified together with this one; model timings are per photo."
-    )
     # A random token from the uploader's session (classifier.ownership), never their session key.
     owner_token = models.CharField(max_length=64, blank=True, db_index=True, editable=False)
-    # Renewed by the worker while the batch runs: a running job whose lease has expired was left by a dead worker.
+    # Renewed by the worker while the job runs: a running job whose lease has expired was left by a dead worker.
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     # Set when the task could not be sent (the broker was down); the periodic requeue sends it again.
     task_unsent_since = models.DateTimeField(null=True, blank=True)
@@ -127,7 +119,7 @@ class Classification(models.Model):
     class Meta:
         ordering = ["-created_at"]
         indexes = [
-            # The worker's "newest queued jobs" query stays cheap however long the history grows.
+            # The periodic look for jobs queued too long stays cheap however long the history grows.
             models.Index(fields=["created_at"], condition=Q(status="queued"), name="classification_queued"),
             # The periodic look for jobs left running by a dead worker, likewise.
             models.Index(fields=["started_at"], condition=Q(status="running"), name="classification_running"),

@@ -36,29 +36,24 @@ MODEL_RETRY_FIRST_SECONDS, MODEL_RETRY_MAX_SECONDS = 10, 600
     acks_late=True,
     reject_on_worker_lost=True,
     ignore_result=True,
-    # A database hiccup must not leave the batch running forever: queue the task again (a new message
-    # is sent before this one is acknowledged), and the retry redoes the jobs still running under it
-    # (their lease was released).
+    # A database hiccup must not leave the job running forever: queue the task again (a new message
+    # is sent before this one is acknowledged), and the retry redoes the job (its lease was released).
     autoretry_for=(DatabaseError,),
     retry_backoff=2,
     max_retries=5,
 )
 def classify(self, classification_id: str) -> None:
-    """Run this job (batched with other queued ones); redelivered if the worker dies, a no-op once finished."""
+    """Run this job; redelivered if the worker dies, a no-op once finished or while a live worker runs it."""
     from celery.exceptions import SoftTimeLimitExceeded
 
-    from classifier.services.classification import (
-        ClassificationUnavailable,
-        classification_fail_stuck,
-        classification_run,
-    )
+    from classifier.services.execution import ClassificationUnavailable, classification_fail_stuck, classification_run
 
     try:
         classification_run(classification_id)
     except SoftTimeLimitExceeded:
         classification_fail_stuck(classification_id, "Classification took too long and was stopped.")
     except ClassificationUnavailable as exc:
-        # The jobs are queued again; in-process (no broker) they wait for the next upload or requeue.
+        # The job is queued again; in-process (no broker) it waits for the next upload or requeue.
         if not self.request.is_eager:
             countdown = min(MODEL_RETRY_MAX_SECONDS, MODEL_RETRY_FIRST_SECONDS * 2**self.request.retries)
             raise self.retry(exc=exc, countdown=countdown, max_retries=None) from exc
@@ -67,6 +62,6 @@ def classify(self, classification_id: str) -> None:
 @shared_task(name="classifier.requeue_stuck", ignore_result=True)
 def requeue_stuck() -> int:
     """Periodic (Celery beat): send a task again for jobs whose message was lost; returns how many."""
-    from classifier.services.classification import classifications_requeue_stuck
+    from classifier.services.execution import classifications_requeue_stuck
 
     return classifications_requeue_stuck()

@@ -17,8 +17,8 @@ from classifier.models import Classification
 from classifier.ownership import is_visitor_owner, visitor_owner_token
 from classifier.selectors import classifications as selectors
 from classifier.selectors.registry import supported_car_models
-from classifier.services.classification import classification_create, upload_read
 from classifier.services.feedback import FeedbackRefused, feedback_submit
+from classifier.services.intake import classification_create, upload_read
 from classifier.services.throttling import FeedbackRateThrottle, UploadThrottled, uploads_throttle
 
 

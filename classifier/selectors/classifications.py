@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from itertools import groupby
 from typing import Any
 
-from django.db import connection
 from django.db.models import Prefetch, QuerySet, prefetch_related_objects
 
 from catalog.models import CarImage, CarModel, ImageView, Specification
@@ -83,23 +82,6 @@ def with_predictions(classification: Classification) -> Classification:
 def classification_get(classification_id: uuid.UUID | str) -> Classification:
     """The job, with its predictions once finished; raises Classification.DoesNotExist."""
     return with_predictions(classification_queryset().get(pk=classification_id))
-
-
-def classification_status(classification_id: uuid.UUID | str) -> str | None:
-    """The job's status, or None when there is no such job.
-
-    Plain SQL rather than a queryset: every task delivery asks this first, and most deliveries find
-    their job already finished in another task's batch; building the query through the ORM cost about
-    four times the CPU of running it.
-    """
-    meta = Classification._meta
-    quote = connection.ops.quote_name
-    status = quote(meta.get_field("status").column)
-    sql = f"SELECT {status} FROM {quote(meta.db_table)} WHERE {quote(meta.pk.column)} = %s"
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [meta.pk.get_db_prep_value(meta.pk.to_python(classification_id), connection)])
-        row = cursor.fetchone()
-    return row[0] if row else None
 
 
 def classifications_for_owner(owner_token: str, *, limit: int = 12) -> list[Classification]:

@@ -12,7 +12,7 @@ from PIL import Image
 
 from catalog.imaging import strip_jpeg_metadata
 from classifier.models import Classification
-from classifier.services.classification import Upload, classification_create
+from classifier.services.intake import Upload, classification_create
 
 pytestmark = pytest.mark.django_db
 
@@ -198,7 +198,7 @@ def test_strip_jpeg_metadata_refuses_what_it_cannot_walk():
 
 
 def test_make_fallback_sums_probabilities_per_make():
-    from classifier.services.classification import make_fallback_from
+    from classifier.services.execution import make_fallback_from
 
     fallback = make_fallback_from(
         [

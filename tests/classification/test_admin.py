@@ -7,7 +7,7 @@ from django.urls import reverse
 
 from catalog.models import CarImage, ImageOrigin
 from classifier.models import Classification, ClassificationStatus, Feedback, FeedbackStatus
-from classifier.services.classification import Upload, classification_create
+from classifier.services.intake import Upload, classification_create
 from tests.classification.conftest import image_bytes
 
 pytestmark = pytest.mark.django_db

@@ -175,10 +175,11 @@ def test_result_page_turns_from_progress_into_result_without_reload(
 ):
     from unittest import mock
 
-    from classifier.services.classification import Upload, classification_create, classification_run
+    from classifier.services.execution import classification_run
+    from classifier.services.intake import Upload, classification_create
 
     # Queue a job without running it, as if the worker had not picked it up yet.
-    with mock.patch("classifier.services.classification._enqueue_callback", return_value=lambda: None):
+    with mock.patch("classifier.services.intake.classification_enqueue_on_commit"):
         classification = classification_create(Upload(mdx_photo, "mdx.jpg"))
     page.goto(f"{live_server.url}/classify/{classification.pk}/")
     assert page.get_attribute("[data-testid=result]", "data-outcome") == "pending"
@@ -220,7 +221,8 @@ def test_abstained_result_offers_its_likely_models_and_one_click_answers(
     page, live_server, transactional_db, active_gate, active_classifier, acura_catalog, mdx_photo, shared_data
 ):
     from catalog.services import car_image_add
-    from classifier.services.classification import Upload, classification_create, classification_run
+    from classifier.services.execution import classification_run
+    from classifier.services.intake import Upload, classification_create
 
     images = sorted((shared_data / "car-photos" / "images").glob("Acura_*.jpg"))
     for name, car in acura_catalog.items():
@@ -259,7 +261,7 @@ def test_every_page_type_works_under_the_content_security_policy(
     page, live_server, transactional_db, django_user_model
 ):
     from catalog.services import car_model_get_or_create
-    from classifier.services.classification import Upload, classification_create
+    from classifier.services.intake import Upload, classification_create
     from tests.classification.conftest import image_bytes
 
     car_model, _ = car_model_get_or_create(make="Acura", model="MDX", year=2023, defaults={"msrp_usd": 49550})

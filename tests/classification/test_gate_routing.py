@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from classifier.models import Classification, ClassificationPrediction, ClassificationStatus
-from classifier.services.classification import Upload, classification_create, classification_run
+from classifier.services.execution import classification_run
+from classifier.services.intake import Upload, classification_create
 from tests.classification.conftest import _register_and_activate, image_bytes
 
 pytestmark = pytest.mark.django_db
@@ -74,13 +75,13 @@ def _photos(count: int) -> list[bytes]:
 
 @pytest.mark.parametrize("verdict", ["other", "interior"])
 def test_a_photo_the_gate_rejects_never_reaches_the_classifier(
-    classifier_calls, tmp_path, settings, verdict
+    classifier_calls, tmp_path, verdict
 ):
-    settings.CARSITE_CLASSIFY_WORKER_BATCH = 8
     gate = _activate_fixed_gate(tmp_path, verdict)
     jobs = [classification_create(Upload(data, f"photo{i}.jpg")) for i, data in enumerate(_photos(3))]
 
-    classification_run(jobs[0].pk)  # one batch: all three jobs
+    for job in jobs:
+        classification_run(job.pk)
 
     assert classifier_calls == []
     done = Classification.objects.filter(pk__in=[job.pk for job in jobs])
@@ -91,13 +92,13 @@ def test_a_photo_the_gate_rejects_never_reaches_the_classifier(
     assert list(done.values_list("predicted_car_model_id", "classifier_ms")) == [(None, None)] * 3
 
 
-def test_a_photo_the_gate_calls_exterior_is_classified(classifier_calls, tmp_path, settings):
+def test_a_photo_the_gate_calls_exterior_is_classified(classifier_calls, tmp_path):
     """The same set-up with the gate saying exterior: the spy does see the photos, so it would catch a leak."""
-    settings.CARSITE_CLASSIFY_WORKER_BATCH = 8
     _activate_fixed_gate(tmp_path, "exterior")
     jobs = [classification_create(Upload(data, f"photo{i}.jpg")) for i, data in enumerate(_photos(3))]
 
-    classification_run(jobs[0].pk)
+    for job in jobs:
+        classification_run(job.pk)
 
     assert sum(classifier_calls) == 3
     assert ClassificationPrediction.objects.filter(classification__in=jobs, rank=1).count() == 3

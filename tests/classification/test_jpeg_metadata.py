@@ -13,7 +13,7 @@ from PIL import Image
 
 from catalog.imaging import strip_jpeg_metadata
 from classifier.models import Classification
-from classifier.services.classification import Upload, classification_create
+from classifier.services.intake import Upload, classification_create
 
 pytestmark = pytest.mark.django_db
 

@@ -7,7 +7,7 @@ from django.urls import reverse
 
 from catalog.services import car_model_get_or_create, specification_upsert
 from classifier.models import Classification, ClassificationPrediction, ClassificationStatus, ModelKind, ModelVersion
-from classifier.services.classification import Upload, classification_create
+from classifier.services.intake import Upload, classification_create
 from classifier.services.registry import car_model_for_label
 from tests.classification.conftest import image_bytes
 

@@ -1,5 +1,5 @@
 """Outages: a broker that refuses or never answers, a database that is down, a model that cannot be loaded,
-a worker that died mid-batch. Uploads answer, jobs are kept and redone once, visitors see no internals."""
+a worker that died mid-job. Uploads answer, jobs are kept and redone once, visitors see no internals."""
 
 from __future__ import annotations
 
@@ -16,13 +16,9 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils import timezone
 
 from classifier.models import Classification, ClassificationPrediction, ClassificationStatus
-from classifier.services import classification as service
-from classifier.services.classification import (
-    Upload,
-    classification_create,
-    classification_run,
-    classifications_requeue_stuck,
-)
+from classifier.services import execution as service
+from classifier.services.execution import classification_run, classifications_requeue_stuck
+from classifier.services.intake import Upload, classification_create
 from tests.classification.conftest import image_bytes, media_files
 
 pytestmark = pytest.mark.django_db
@@ -207,10 +203,10 @@ def test_pages_answer_a_plain_503_while_the_database_is_down(client, database_do
 
 
 def test_a_failure_tells_the_visitor_no_exception_text(client, monkeypatch, django_capture_on_commit_callbacks):
-    def broken(images):
+    def broken(image):
         raise RuntimeError("/srv/carsite/secret/weights.bin is broken")
 
-    monkeypatch.setattr(service, "_classify_images", broken)
+    monkeypatch.setattr(service, "_classify_image", broken)
     with django_capture_on_commit_callbacks(execute=True):
         response = client.post(URL, {"image": _jpeg()})
 
@@ -286,14 +282,14 @@ def test_an_unloadable_model_keeps_the_job_queued_and_tells_the_visitor_only_tha
     assert (job.status, job.error) == (ClassificationStatus.DONE, "")
 
 
-# --- a worker that died mid-batch ---
+# --- a worker that died mid-job ---
 
 
 def _left_by_a_dead_worker(job: Classification, *, lease_expires_at: dt.datetime | None = None) -> None:
-    """Running under itself, one attempt begun two minutes ago; with no lease, as a job claimed before leases."""
+    """Running, one attempt begun two minutes ago; with no lease, as a job claimed before leases."""
     lease = {} if lease_expires_at is None else {"lease_expires_at": lease_expires_at}
     Classification.objects.filter(pk=job.pk).update(
-        status=ClassificationStatus.RUNNING, batch_leader=job.pk, attempts=1,
+        status=ClassificationStatus.RUNNING, attempts=1,
         started_at=timezone.now() - dt.timedelta(minutes=2), **lease,
     )
 

@@ -11,8 +11,9 @@ from PIL import Image
 from catalog.models import CarImage, ImageOrigin, ImageView
 from classifier.models import Classification, ClassificationPrediction, ClassificationStatus, FeedbackStatus
 from classifier.selectors.classifications import classification_get, classification_result
-from classifier.services.classification import Upload, classification_create, classification_run
+from classifier.services.execution import classification_run
 from classifier.services.feedback import FeedbackRefused, feedback_accept, feedback_submit
+from classifier.services.intake import Upload, classification_create
 from tests.classification.conftest import image_bytes
 
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]
@@ -125,24 +126,19 @@ def test_rerun_of_a_finished_job_changes_nothing(
 
 
 def test_job_left_running_by_a_dead_worker_is_redone_once(
-    active_gate, active_classifier, mdx_photo, django_capture_on_commit_callbacks, monkeypatch
+    active_gate, active_classifier, mdx_photo, django_capture_on_commit_callbacks
 ):
-    from collections import OrderedDict
     from datetime import timedelta
 
     from django.utils import timezone
 
-    from classifier.services import classification as service
-
     classification = _classify(mdx_photo, django_capture_on_commit_callbacks)
     expected = _prediction_rows(classification)
     # What a worker killed mid-task leaves behind: status running under an expired lease, one attempt, old
-    # predictions; and the redelivery reaches another worker process, which has seen nothing finish.
+    # predictions.
     Classification.objects.filter(pk=classification.pk).update(
         status=ClassificationStatus.RUNNING, lease_expires_at=timezone.now() - timedelta(seconds=1)
     )
-    monkeypatch.setattr(service, "_finished_here", OrderedDict())
-
     classification_run(classification.pk)
 
     redone = classification_get(classification.pk)

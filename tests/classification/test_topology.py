@@ -205,7 +205,7 @@ def test_job_of_a_killed_worker_is_redone_once(
 def test_jobs_of_a_killed_worker_are_redone_once_their_lease_expires(transactional_db, workers, active_gate, mdx_photo):
     from django.utils import timezone
 
-    from classifier.services.classification import classifications_requeue_stuck
+    from classifier.services.execution import classifications_requeue_stuck
 
     # Redis would hand the message out again only after its visibility timeout (an hour here); the lease,
     # renewed while the worker lives, runs out 3 s after it dies, and the periodic requeue sends the job again.

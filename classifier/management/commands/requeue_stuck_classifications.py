@@ -4,7 +4,7 @@ import datetime as dt
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from classifier.services.classification import classifications_requeue_stuck
+from classifier.services.execution import classifications_requeue_stuck
 
 
 class Command(BaseCommand):
