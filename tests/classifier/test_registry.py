@@ -254,10 +254,12 @@ def test_versions_registered_before_the_media_storage_still_load(make_bundle, se
 
 
 def test_the_site_does_not_serve_model_bundles_as_media(client, make_bundle):
-    from django.core.files.base import ContentFile
+    from django.urls import Resolver404, resolve
+    from django.views.static import serve
 
     version = model_version_register(make_bundle(["A a", "B b"]))
     assert default_storage.exists(f"{version.bundle_path}/bundle.json")
     assert client.get(f"/media/{version.bundle_path}/bundle.json").status_code == 404
-    photo = default_storage.save("catalog/photo.jpg", ContentFile(b"jpeg bytes"))
-    assert client.get(f"/media/{photo}").status_code == 200
+    with pytest.raises(Resolver404):
+        resolve(f"/media/{version.bundle_path}/bundle.json")
+    assert resolve("/media/catalog/photo.jpg").func is serve  # photos are still served
