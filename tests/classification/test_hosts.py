@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -182,6 +183,18 @@ class Host:
         subprocess.run(["ip", "link", "del", self.machine_link], capture_output=True)
 
 
+def _remove_leftovers() -> None:
+    """Namespaces an earlier run of this test could not remove (it was killed): their process is gone."""
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+    for name in re.findall(r"^carsite-(\d+h\d)\b", listed, flags=re.MULTILINE):
+        pid = int(name.split("h")[0])
+        if pid != os.getpid() % 100000 and not any(
+            int(entry) % 100000 == pid for entry in os.listdir("/proc") if entry.isdigit()
+        ):
+            subprocess.run(["ip", "netns", "del", f"carsite-{name}"], capture_output=True)
+            subprocess.run(["ip", "link", "del", f"cs{name}m"], capture_output=True)
+
+
 def _subnet_in_use() -> bool:
     shown = subprocess.run(["ip", "-o", "addr", "show"], capture_output=True, text=True, check=True).stdout
     for word in shown.split():
@@ -202,6 +215,7 @@ def hosts(tmp_path, s3_media, s3_endpoint, redis_broker):
         pytest.skip("the `ip` command (iproute2) is not installed")
     if connection.settings_dict["ENGINE"] != "django.db.backends.postgresql":
         pytest.skip("worker hosts share a PostgreSQL database")
+    _remove_leftovers()
     if _subnet_in_use():
         pytest.fail(f"{SUBNET} is already in use on this machine: remove what uses it (a killed run's leftovers?)")
     s3_port = int(s3_endpoint.rsplit(":", 1)[1])
