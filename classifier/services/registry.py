@@ -100,28 +100,33 @@ def _storage_put(name: str, content) -> None:
 
 
 def _copy_bundle_into_store(source: Path, kind: str, version: str) -> None:
-    """Store every file of the bundle folder in the media storage, the manifest last (all or nothing)."""
+    """Store every file of the bundle folder in the media storage, then the manifest that lists them.
+
+    A bundle stored before keeps its files; only those it lacks (an export made since) are added, and
+    its manifest is replaced by one listing them too.
+    """
     prefix = bundle_storage_dir(kind, version)
-    manifest_name = f"{prefix}/{STORED_MANIFEST}"
-    if default_storage.exists(manifest_name):
-        return
-    files = {}
+    stored = _stored_files(prefix) or {}
+    files = dict(stored)
     for path in sorted(source.rglob("*")):
         relative = path.relative_to(source).as_posix()
-        if not path.is_file() or any(part.startswith(".") for part in relative.split("/")):
+        if relative in stored or not path.is_file() or any(part.startswith(".") for part in relative.split("/")):
             continue
         files[relative] = {"size": path.stat().st_size, "sha256": _file_sha256(path)}
         with path.open("rb") as handle:
             _storage_put(f"{prefix}/{relative}", handle)
+    if files == stored:
+        return
     manifest = {"kind": kind, "version": version, "files": files}
-    _storage_put(manifest_name, ContentFile(json.dumps(manifest, indent=2, sort_keys=True).encode()))
-    logger.info("stored the bundle of %s %s in the media storage (%d files)", kind, version, len(files))
+    _storage_put(f"{prefix}/{STORED_MANIFEST}", ContentFile(json.dumps(manifest, indent=2, sort_keys=True).encode()))
+    logger.info("stored %d files of the bundle of %s %s in the media storage", len(files) - len(stored), kind, version)
 
 
-def _read_stored_manifest(prefix: str) -> dict:
+def _stored_files(prefix: str) -> dict | None:
+    """What the stored manifest lists: {file: {size, sha256}}; None when the bundle is not (fully) stored."""
     name = f"{prefix}/{STORED_MANIFEST}"
     if not default_storage.exists(name):
-        raise RegistryError(f"{prefix} is not in the media storage, or only partly ({STORED_MANIFEST} is missing)")
+        return None
     with default_storage.open(name, "rb") as handle:
         manifest = json.loads(handle.read())
     files = manifest.get("files")
@@ -140,7 +145,10 @@ def _fetch_bundle(kind: str, version: str) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.parent / f".{target.name}-{uuid.uuid4().hex[:8]}"
     try:
-        for relative, expected in _read_stored_manifest(prefix).items():
+        files = _stored_files(prefix)
+        if files is None:
+            raise RegistryError(f"{prefix} is not in the media storage, or only partly ({STORED_MANIFEST} is missing)")
+        for relative, expected in files.items():
             destination = staging / relative
             destination.parent.mkdir(parents=True, exist_ok=True)
             digest = hashlib.sha256()

@@ -199,6 +199,20 @@ def test_another_host_fetches_every_file_of_a_registered_bundle(make_bundle, set
     assert model_version_activate(version).is_active
 
 
+def test_registering_again_stores_the_files_a_stored_bundle_lacks(
+    make_bundle, settings, tmp_path, tmp_path_factory
+):
+    source = tmp_path / "bundle"
+    shutil.copytree(make_bundle(["A a", "B b"]), source)
+    version = model_version_register(source)
+    (source / "model.onnx").write_bytes(b"an export made after the first registration")
+    assert model_version_register(source).pk == version.pk
+    assert "model.onnx" in stored_names(version)
+
+    as_another_host(settings, tmp_path_factory)
+    assert (model_version_bundle_dir(version) / "model.onnx").read_bytes() == (source / "model.onnx").read_bytes()
+
+
 def test_a_partly_stored_bundle_is_never_used(make_bundle, settings, tmp_path_factory):
     version = model_version_register(make_bundle(["A a", "B b"]))
     default_storage.delete(f"{version.bundle_path}/{STORED_MANIFEST}")  # as if the store was interrupted
