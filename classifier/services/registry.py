@@ -91,8 +91,19 @@ def _file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+@contextlib.contextmanager
+def _media_storage_errors(doing: str):
+    """The storage unreachable, refusing or losing files: a RegistryError that says what was being done."""
+    try:
+        yield
+    except RegistryError:
+        raise
+    except Exception as exc:  # botocore's, OSError, ...: whatever the configured backend raises
+        raise RegistryError(f"cannot {doing}: {type(exc).__name__}: {exc}") from exc
+
+
 def _storage_put(name: str, content) -> None:
-    default_storage.delete(name)  # left by a store that was interrupted before its manifest
+    default_storage.delete(name)  # an older copy: left by an interrupted store, or a manifest being replaced
     saved = default_storage.save(name, File(content))
     if saved != name:
         # Another process stored this file meanwhile; the manifest's checksums tell whose copy is read.
@@ -145,29 +156,28 @@ def _fetch_bundle(kind: str, version: str) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.parent / f".{target.name}-{uuid.uuid4().hex[:8]}"
     try:
-        files = _stored_files(prefix)
-        if files is None:
-            raise RegistryError(f"{prefix} is not in the media storage, or only partly ({STORED_MANIFEST} is missing)")
-        for relative, expected in files.items():
-            destination = staging / relative
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            digest = hashlib.sha256()
-            with default_storage.open(f"{prefix}/{relative}", "rb") as source, destination.open("wb") as out:
-                for chunk in iter(lambda: source.read(1 << 20), b""):
-                    digest.update(chunk)
-                    out.write(chunk)
-            if digest.hexdigest() != expected.get("sha256"):
-                raise RegistryError(f"{prefix}/{relative} does not match the checksum in its {STORED_MANIFEST}")
+        with _media_storage_errors(f"fetch {prefix} from the media storage"):
+            files = _stored_files(prefix)
+            if files is None:
+                raise RegistryError(
+                    f"{prefix} is not in the media storage, or only partly ({STORED_MANIFEST} is missing)"
+                )
+            for relative, expected in files.items():
+                destination = staging / relative
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                digest = hashlib.sha256()
+                with default_storage.open(f"{prefix}/{relative}", "rb") as source, destination.open("wb") as out:
+                    for chunk in iter(lambda: source.read(1 << 20), b""):
+                        digest.update(chunk)
+                        out.write(chunk)
+                if digest.hexdigest() != expected.get("sha256"):
+                    raise RegistryError(f"{prefix}/{relative} does not match the checksum in its {STORED_MANIFEST}")
         bundle = _load_bundle(staging)
         if (bundle.kind, bundle.version) != (kind, version):
             raise RegistryError(f"{prefix} holds the bundle of {bundle.kind} {bundle.version}")
         # A rename refused means another thread or process of this host fetched it first, verified too.
         with contextlib.suppress(OSError):
             staging.rename(target)
-    except RegistryError:
-        raise
-    except Exception as exc:  # the storage is unreachable, refuses or loses files: say which bundle and why
-        raise RegistryError(f"cannot fetch {prefix} from the media storage: {type(exc).__name__}: {exc}") from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
@@ -232,10 +242,11 @@ def model_version_register(bundle_path: str | Path, *, notes: str = "") -> Model
     bundle = _load_bundle(source)
     if bundle.kind not in ModelKind.values:
         raise RegistryError(f"{source}: unknown bundle kind {bundle.kind!r}")
-    _copy_bundle_into_store(source, bundle.kind, bundle.version)
+    stored = bundle_storage_dir(bundle.kind, bundle.version)
+    with _media_storage_errors(f"store {stored} in the media storage"):
+        _copy_bundle_into_store(source, bundle.kind, bundle.version)
     if not bundle_cache_dir(bundle.kind, bundle.version).is_dir():
         _fetch_bundle(bundle.kind, bundle.version)
-    stored = bundle_storage_dir(bundle.kind, bundle.version)
 
     existing = ModelVersion.objects.filter(kind=bundle.kind, version=bundle.version).first()
     if existing is not None:

@@ -1,9 +1,9 @@
 """Training and evaluating models on the catalog's images, with the plain-PyTorch ``ml`` package.
 
 The catalog is turned into a manifest whose image names are content hashes (copies of the stored files,
-read through the media storage, which may be another host's bucket), so the same images always give the
-same manifest order, split and training run whatever
-the storage names: training is deterministic for a given seed, and its result can be cached.
+read through the media storage, a bucket shared by several hosts or the local disk), so the same images
+always give the same manifest order, split and training run whatever the storage names: training is
+deterministic for a given seed, and its result can be cached.
 """
 
 from __future__ import annotations

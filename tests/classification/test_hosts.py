@@ -35,6 +35,7 @@ URL = "/api/v1/classifications/"
 # 10.231.<host>.0/30 per host: the machine's end is .1, the namespace's .2.
 SUBNET = ipaddress.ip_network("10.231.0.0/16")
 UPLOADS = 200
+# A killed worker held at most its threads' jobs: one each, or a batch each where the pipeline batches.
 WORKER_BATCH, WORKER_THREADS = 8, 2
 POSTGRES_PORT, REDIS_PORT = 5432, 6379
 
@@ -72,7 +73,9 @@ asyncio.run(main())
 
 
 def _run(*command: str) -> None:
-    subprocess.run(command, check=True, capture_output=True)
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.fail(f"`{' '.join(command)}` failed: {done.stderr.strip()}")
 
 
 class Host:
@@ -82,8 +85,8 @@ class Host:
         tag = f"{os.getpid() % 100000}h{index}"
         self.index, self.namespace = index, f"carsite-{tag}"
         self.machine_link, self.host_link = f"cs{tag}m", f"cs{tag}n"
-        network = list(SUBNET.subnets(new_prefix=30))[index * 64]  # 10.231.<index>.0/30
-        self.machine_address, self.address = (str(a) for a in list(network.hosts())[:2])
+        network = ipaddress.ip_network(f"{SUBNET[index * 256]}/30")  # 10.231.<index>.0/30
+        self.machine_address, self.address = (str(a) for a in network.hosts())
         self.root = root / f"host{index}"
         self.worker: subprocess.Popen | None = None
         self.beat: subprocess.Popen | None = None
@@ -128,7 +131,7 @@ class Host:
             "CARSITE_CLASSIFY_LEASE_SECONDS": "3",
             "CARSITE_CLASSIFY_REQUEUE_EVERY": "1",
             "CARSITE_CLASSIFY_REQUEUE_QUEUED_AFTER": "30",
-            "CARSITE_CLASSIFY_WORKER_BATCH": str(WORKER_BATCH),
+            "CARSITE_CLASSIFY_WORKER_BATCH": str(WORKER_BATCH),  # read only by a pipeline that batches
         }
 
     def start(self, s3_port: int, *, beat: bool = False) -> None:

@@ -117,3 +117,27 @@ def test_catalog_photos_and_training_read_through_the_bucket(client, s3_media, t
     (record,) = training.records
     assert record.path.read_bytes() == s3_media.get_object(Bucket=BUCKET, Key=added.image.image.name)["Body"].read()
     assert media_files(_isolated_media) == []
+
+
+def test_a_host_that_cannot_reach_the_bucket_says_so_and_loads_nothing(
+    s3_media, settings, models_dir, clean_runtime, gate_bundle_dir, tmp_path
+):
+    from botocore.config import Config
+
+    from classifier import runtime
+    from classifier.models import ModelKind
+    from classifier.services.registry import RegistryError, model_version_activate, model_version_register
+    from tests.classification.conftest import free_port
+
+    gate = model_version_activate(model_version_register(gate_bundle_dir))
+    # Another host, whose bucket endpoint answers nothing (one connection attempt, no retries).
+    settings.CARSITE_MODELS_DIR = tmp_path / "unreachable-host-models"
+    options = {**settings.STORAGES["default"]["OPTIONS"], "endpoint_url": f"http://127.0.0.1:{free_port()}"}
+    options["client_config"] = Config(retries={"max_attempts": 1}, connect_timeout=1)
+    settings.STORAGES = {**settings.STORAGES, "default": {**settings.STORAGES["default"], "OPTIONS": options}}
+
+    with pytest.raises(RegistryError, match=f"cannot fetch {gate.bundle_path} from the media storage: EndpointConn"):
+        model_version_activate(gate)
+    with pytest.raises(runtime.ModelLoadError, match="Cannot load"):
+        runtime.get_active_model(ModelKind.GATE)
+    assert list((tmp_path / "unreachable-host-models").rglob("*")) == [tmp_path / "unreachable-host-models" / "gate"]
