@@ -19,5 +19,8 @@ urlpatterns = [
 
 if settings.SERVE_MEDIA:
     # The embedded default has no front proxy; a production deployment may serve media itself.
+    # Registered model bundles share the media storage but are not the site's to serve.
     media_prefix = settings.MEDIA_URL.lstrip("/")
-    urlpatterns += [re_path(rf"^{media_prefix}(?P<path>.*)$", serve, {"document_root": settings.MEDIA_ROOT})]
+    urlpatterns += [
+        re_path(rf"^{media_prefix}(?!model-bundles/)(?P<path>.*)$", serve, {"document_root": settings.MEDIA_ROOT})
+    ]

@@ -21,7 +21,10 @@ class ModelVersion(TimeStampedModel):
     kind = models.CharField(max_length=10, choices=ModelKind.choices)
     version = models.CharField(max_length=64, help_text="Content hash of the bundle.")
     architecture = models.CharField(max_length=50)
-    bundle_path = models.CharField(max_length=500, help_text="Bundle directory, absolute or under CARSITE_MODELS_DIR.")
+    bundle_path = models.CharField(
+        max_length=500,
+        help_text="The bundle's folder in the media storage (older rows: a directory of the host that registered it).",
+    )
     labels = models.JSONField(default=list, help_text="Output labels in the model's order.")
     metrics = models.JSONField(default=dict, blank=True)
     is_active = models.BooleanField(default=False)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import logging
 import shutil
 import time
@@ -9,6 +12,9 @@ import uuid
 from pathlib import Path
 
 from django.conf import settings
+from django.core.files import File
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
 from django.db.models import Exists, OuterRef, Value
 from django.db.models.functions import Concat, Lower
@@ -25,18 +31,47 @@ class RegistryError(Exception):
 
 
 def models_dir() -> Path:
+    """This host's model folder: the bundles it fetched from the media storage, training runs, compiled graphs."""
     return Path(settings.CARSITE_MODELS_DIR)
 
 
-def bundle_storage_dir(kind: str, version: str) -> Path:
-    """Where the registry keeps the bundle of (kind, version)."""
+# Registered bundles live in the media storage (STORAGES["default"]), shared by every host.
+BUNDLE_STORAGE_PREFIX = "model-bundles"
+# Stored after every other file of a bundle and listing them: a bundle stored without it is incomplete.
+STORED_MANIFEST = "stored-files.json"
+
+
+def bundle_storage_dir(kind: str, version: str) -> str:
+    """The folder of the media storage that holds the bundle of (kind, version)."""
+    return f"{BUNDLE_STORAGE_PREFIX}/{kind}/{version}"
+
+
+def bundle_cache_dir(kind: str, version: str) -> Path:
+    """This host's copy of the bundle of (kind, version); only ever a complete, verified one."""
     return models_dir() / kind / version
 
 
 def model_version_bundle_dir(model_version: ModelVersion) -> Path:
-    """The absolute bundle directory of a registered version (stored relative to CARSITE_MODELS_DIR)."""
-    path = Path(model_version.bundle_path)
-    return path if path.is_absolute() else models_dir() / path
+    """The local bundle directory of a registered version, fetched from the media storage on first use.
+
+    When the bundle cannot be fetched, the cause is logged and the (missing) local path is returned all
+    the same: loading from it then fails with an error that names it, as with any unusable bundle.
+    """
+    try:
+        return _fetched_bundle_dir(model_version)
+    except RegistryError as exc:
+        logger.warning("cannot fetch the bundle of %s: %s", model_version, exc)
+        return bundle_cache_dir(model_version.kind, model_version.version)
+
+
+def _fetched_bundle_dir(model_version: ModelVersion) -> Path:
+    legacy = Path(model_version.bundle_path)
+    if legacy.is_absolute() and legacy.is_dir():
+        return legacy  # registered before bundles went into the media storage, from outside CARSITE_MODELS_DIR
+    cached = bundle_cache_dir(model_version.kind, model_version.version)
+    if not cached.is_dir():
+        _fetch_bundle(model_version.kind, model_version.version)
+    return cached
 
 
 def _load_bundle(path: Path):  # -> ml.bundle.Bundle; ml is imported lazily to keep Django start-up light
@@ -48,18 +83,104 @@ def _load_bundle(path: Path):  # -> ml.bundle.Bundle; ml is imported lazily to k
         raise RegistryError(str(exc)) from exc
 
 
-def _copy_bundle_into_store(source: Path, target: Path) -> None:
-    """Copy a bundle directory to ``target`` all at once: a crash never leaves a half-copied bundle there."""
-    if target.exists():
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def _media_storage_errors(doing: str):
+    """The storage unreachable, refusing or losing files: a RegistryError that says what was being done."""
+    try:
+        yield
+    except RegistryError:
+        raise
+    except Exception as exc:  # botocore's, OSError, ...: whatever the configured backend raises
+        raise RegistryError(f"cannot {doing}: {type(exc).__name__}: {exc}") from exc
+
+
+def _storage_put(name: str, content) -> None:
+    default_storage.delete(name)  # an older copy: left by an interrupted store, or a manifest being replaced
+    saved = default_storage.save(name, File(content))
+    if saved != name:
+        # Another process stored this file meanwhile; the manifest's checksums tell whose copy is read.
+        default_storage.delete(saved)
+
+
+def _copy_bundle_into_store(source: Path, kind: str, version: str) -> None:
+    """Store every file of the bundle folder in the media storage, then the manifest that lists them.
+
+    A bundle stored before keeps its files; only those it lacks (an export made since) are added, and
+    its manifest is replaced by one listing them too.
+    """
+    prefix = bundle_storage_dir(kind, version)
+    stored = _stored_files(prefix) or {}
+    files = dict(stored)
+    for path in sorted(source.rglob("*")):
+        relative = path.relative_to(source).as_posix()
+        if relative in stored or not path.is_file() or any(part.startswith(".") for part in relative.split("/")):
+            continue
+        files[relative] = {"size": path.stat().st_size, "sha256": _file_sha256(path)}
+        with path.open("rb") as handle:
+            _storage_put(f"{prefix}/{relative}", handle)
+    if files == stored:
         return
+    manifest = {"kind": kind, "version": version, "files": files}
+    _storage_put(f"{prefix}/{STORED_MANIFEST}", ContentFile(json.dumps(manifest, indent=2, sort_keys=True).encode()))
+    logger.info("stored %d files of the bundle of %s %s in the media storage", len(files) - len(stored), kind, version)
+
+
+def _stored_files(prefix: str) -> dict | None:
+    """What the stored manifest lists: {file: {size, sha256}}; None when the bundle is not (fully) stored."""
+    name = f"{prefix}/{STORED_MANIFEST}"
+    if not default_storage.exists(name):
+        return None
+    with default_storage.open(name, "rb") as handle:
+        manifest = json.loads(handle.read())
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not files:
+        raise RegistryError(f"{name} lists no files")
+    for relative in files:
+        if relative.startswith("/") or ".." in relative.split("/"):
+            raise RegistryError(f"{name} names a file outside the bundle: {relative!r}")
+    return files
+
+
+def _fetch_bundle(kind: str, version: str) -> Path:
+    """Download a stored bundle into this host's cache: into a temporary folder, verified, then renamed."""
+    prefix = bundle_storage_dir(kind, version)
+    target = bundle_cache_dir(kind, version)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.parent / f".{target.name}-{uuid.uuid4().hex[:8]}"
-    shutil.copytree(source, staging, ignore=shutil.ignore_patterns(".*"))
     try:
-        staging.rename(target)
-    except OSError:
-        # Another process stored the same version first; theirs is identical by construction.
+        with _media_storage_errors(f"fetch {prefix} from the media storage"):
+            files = _stored_files(prefix)
+            if files is None:
+                raise RegistryError(
+                    f"{prefix} is not in the media storage, or only partly ({STORED_MANIFEST} is missing)"
+                )
+            for relative, expected in files.items():
+                destination = staging / relative
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                digest = hashlib.sha256()
+                with default_storage.open(f"{prefix}/{relative}", "rb") as source, destination.open("wb") as out:
+                    for chunk in iter(lambda: source.read(1 << 20), b""):
+                        digest.update(chunk)
+                        out.write(chunk)
+                if digest.hexdigest() != expected.get("sha256"):
+                    raise RegistryError(f"{prefix}/{relative} does not match the checksum in its {STORED_MANIFEST}")
+        bundle = _load_bundle(staging)
+        if (bundle.kind, bundle.version) != (kind, version):
+            raise RegistryError(f"{prefix} holds the bundle of {bundle.kind} {bundle.version}")
+        # A rename refused means another thread or process of this host fetched it first, verified too.
+        with contextlib.suppress(OSError):
+            staging.rename(target)
+    finally:
         shutil.rmtree(staging, ignore_errors=True)
+    return target
 
 
 def car_model_for_label(label: str, kind: str) -> CarModel | None:
@@ -112,29 +233,34 @@ def model_version_refresh_labels(model_version: ModelVersion) -> ModelVersion:
 def model_version_register(bundle_path: str | Path, *, notes: str = "") -> ModelVersion:
     """Register the bundle at ``bundle_path``; registering the same bundle again returns the same version.
 
-    The bundle is verified (content hash), copied to CARSITE_MODELS_DIR/<kind>/<version>/ unless it is
-    already there, and each output label is mapped to the catalog car model it names.
+    The bundle is verified (content hash) and stored in the media storage under
+    model-bundles/<kind>/<version>/ unless it is already there, where every host's workers fetch it
+    from; what is stored is fetched back into this host's cache and verified too. Each output label is
+    mapped to the catalog car model it names.
     """
     source = Path(bundle_path)
     bundle = _load_bundle(source)
     if bundle.kind not in ModelKind.values:
         raise RegistryError(f"{source}: unknown bundle kind {bundle.kind!r}")
-    target = bundle_storage_dir(bundle.kind, bundle.version)
-    if source.resolve() != target.resolve():
-        _copy_bundle_into_store(source, target)
-    _load_bundle(target)  # what is stored must verify too, not only the source
+    stored = bundle_storage_dir(bundle.kind, bundle.version)
+    with _media_storage_errors(f"store {stored} in the media storage"):
+        _copy_bundle_into_store(source, bundle.kind, bundle.version)
+    if not bundle_cache_dir(bundle.kind, bundle.version).is_dir():
+        _fetch_bundle(bundle.kind, bundle.version)
 
     existing = ModelVersion.objects.filter(kind=bundle.kind, version=bundle.version).first()
     if existing is not None:
+        if existing.bundle_path != stored:  # registered when bundles were kept on one host's disk only
+            ModelVersion.objects.filter(pk=existing.pk).update(bundle_path=stored)
+            existing.bundle_path = stored
         return model_version_refresh_labels(existing)
-    stored_path = target.relative_to(models_dir()) if target.is_relative_to(models_dir()) else target
     try:
         with transaction.atomic():
             model_version = ModelVersion.objects.create(
                 kind=bundle.kind,
                 version=bundle.version,
                 architecture=bundle.arch,
-                bundle_path=str(stored_path),
+                bundle_path=stored,
                 labels=bundle.labels,
                 metrics=dict(bundle.meta.get("metrics") or {}),
                 notes=notes,
@@ -149,7 +275,7 @@ def model_version_register(bundle_path: str | Path, *, notes: str = "") -> Model
 
 def model_version_activate(model_version: ModelVersion) -> ModelVersion:
     """Make ``model_version`` the active one of its kind; the previous active one is deactivated."""
-    _load_bundle(model_version_bundle_dir(model_version))  # never activate a bundle that is gone or corrupt
+    _load_bundle(_fetched_bundle_dir(model_version))  # never activate a bundle that is gone or corrupt
     with transaction.atomic():
         # Lock every version of the kind so two concurrent activations are serialised.
         versions = list(ModelVersion.objects.select_for_update().filter(kind=model_version.kind).order_by("pk"))

@@ -1,8 +1,9 @@
 """Training and evaluating models on the catalog's images, with the plain-PyTorch ``ml`` package.
 
-The catalog is turned into a manifest whose image names are content hashes (symlinks to the stored
-files), so the same images always give the same manifest order, split and training run whatever
-the storage names: training is deterministic for a given seed, and its result can be cached.
+The catalog is turned into a manifest whose image names are content hashes (copies of the stored files,
+read through the media storage, a bucket shared by several hosts or the local disk), so the same images
+always give the same manifest order, split and training run whatever the storage names: training is
+deterministic for a given seed, and its result can be cached.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 import uuid
 from collections import Counter
@@ -150,15 +150,17 @@ def car_image_label(image: CarImage, label_level: str) -> str:
     return f"{image.car_model.manufacturer.name} {image.car_model.name}"
 
 
-def _link_image(image: CarImage, target: Path) -> None:
-    if target.exists() or target.is_symlink():
+def _copy_image(image: CarImage, target: Path) -> None:
+    """The stored photo's bytes at ``target`` (ml reads files); a partial copy never takes its name."""
+    if target.exists():
         return
+    partial = target.with_name(f".{target.name}-{uuid.uuid4().hex[:8]}")
     try:
-        os.symlink(image.image.path, target)
-    except (NotImplementedError, OSError):
-        # Storage without local paths (or no symlinks): copy the bytes instead.
-        with image.image.open("rb") as handle:
-            target.write_bytes(handle.read())
+        with image.image.open("rb") as source, partial.open("wb") as out:
+            shutil.copyfileobj(source, out, 1 << 20)
+        partial.rename(target)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def build_training_set(
@@ -182,7 +184,7 @@ def build_training_set(
     for sha, label, image in kept:
         seen[sha] += 1
         path = images_dir / f"{sha}-{seen[sha]}.jpg"
-        _link_image(image, path)
+        _copy_image(image, path)
         records.append(ManifestRecord(path, label))
         hashes.append(int(image.phash, 16) if image.phash else None)
     if records:
@@ -417,7 +419,7 @@ def _settle_dataset_dir(training_set: TrainingSet, prefix: str) -> TrainingSet:
     """Move the freshly written dataset to a folder named by its content, so identical sets share it."""
     current = training_set.manifest_path.parent
     final = current.parent / f"{prefix}-{training_set.content_hash[:16]}"
-    # Replace any earlier copy: its links may point at files that have moved since.
+    # An earlier run on the same photos left the same set: this fresh one replaces it.
     shutil.rmtree(final, ignore_errors=True)
     current.rename(final)
     from ml.data import ManifestRecord

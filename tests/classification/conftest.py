@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import shutil
+import socket
+import subprocess
+import sys
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -176,3 +181,81 @@ def upload_on_page(client, color=(200, 30, 30)):
     response = client.post(reverse("classifier:upload"), {"image": photo})
     assert response.status_code == 302
     return Classification.objects.get(pk=response["Location"].rstrip("/").rsplit("/", 1)[-1])
+
+
+# ---------------------------------------------------------------- an S3 API server on loopback (moto)
+
+S3_BUCKET = "carsite-media"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint():
+    """moto's standalone S3 server on a free loopback port, for the tests of one module."""
+    pytest.importorskip("moto")
+    requests = pytest.importorskip("requests")
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                requests.get(endpoint, timeout=1)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        else:
+            pytest.fail("moto's S3 server did not start")
+        yield endpoint
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def s3_environment(endpoint: str) -> dict[str, str]:
+    return {
+        "S3_BUCKET": S3_BUCKET,
+        "S3_ENDPOINT_URL": endpoint,
+        "S3_ACCESS_KEY_ID": "test",
+        "S3_SECRET_ACCESS_KEY": "test",
+        "S3_REGION": "us-east-1",
+    }
+
+
+@pytest.fixture
+def s3_media(s3_endpoint, settings):
+    """The storage and page policy carsite/settings.py builds from S3_* variables, on the loopback server."""
+    import boto3
+
+    chosen = settings_for(s3_environment(s3_endpoint), "STORAGES", "CONTENT_SECURITY_POLICY", "SERVE_MEDIA")
+    client = boto3.client(
+        "s3", endpoint_url=s3_endpoint, aws_access_key_id="test", aws_secret_access_key="test", region_name="us-east-1"
+    )
+    client.create_bucket(Bucket=S3_BUCKET)
+    settings.STORAGES = {**settings.STORAGES, "default": chosen["STORAGES"]["default"]}
+    settings.CONTENT_SECURITY_POLICY = chosen["CONTENT_SECURITY_POLICY"]
+    assert chosen["SERVE_MEDIA"] is False
+    yield client
+    for item in client.list_objects_v2(Bucket=S3_BUCKET).get("Contents", []):
+        client.delete_object(Bucket=S3_BUCKET, Key=item["Key"])
+    client.delete_bucket(Bucket=S3_BUCKET)
+
+
+def settings_for(environment: dict[str, str], *names: str) -> dict:
+    """What carsite/settings.py makes of ``environment``, read in a fresh process."""
+    script = (
+        "import json, django; from django.conf import settings; django.setup(); "
+        f"print(json.dumps({{name: getattr(settings, name) for name in {list(names)!r}}}))"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "carsite.settings", **environment}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])

@@ -251,11 +251,14 @@ def test_a_retried_task_backs_off_while_the_model_cannot_be_loaded(monkeypatch):
 def test_an_unloadable_model_keeps_the_job_queued_and_tells_the_visitor_only_that_it_is_unavailable(
     client, admin_client, active_gate, mdx_photo, gate_bundle_dir, damage, django_capture_on_commit_callbacks
 ):
-    from classifier.services.registry import model_version_bundle_dir
+    from django.core.files.storage import default_storage
+
+    from classifier.services.registry import STORED_MANIFEST, model_version_bundle_dir
 
     bundle_dir = model_version_bundle_dir(active_gate)
-    if damage == "missing":
+    if damage == "missing":  # from this host's cache and from the media storage
         shutil.rmtree(bundle_dir)
+        default_storage.delete(f"{active_gate.bundle_path}/{STORED_MANIFEST}")
     else:
         (bundle_dir / "weights.safetensors").write_bytes(b"not weights")
     with django_capture_on_commit_callbacks(execute=True):

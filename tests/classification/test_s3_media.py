@@ -6,116 +6,61 @@ used anywhere on the way.
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
-import time
+import json
 from urllib.parse import urlsplit
 
 import pytest
 import requests
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from tests.classification.conftest import MDX_EXTERIOR, image_bytes, media_files
+from tests.classification.conftest import (
+    MDX_EXTERIOR,
+    S3_BUCKET,
+    image_bytes,
+    media_files,
+    s3_environment,
+    settings_for,
+)
 
 pytestmark = pytest.mark.django_db
-BUCKET = "carsite-media"
+BUCKET = S3_BUCKET
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+def _keys(client, prefix: str = "") -> list[str]:
+    return [item["Key"] for item in client.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", [])]
 
 
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    """moto's standalone S3 server on a free loopback port, for this module's tests."""
-    pytest.importorskip("moto")
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(100):
-            try:
-                requests.get(endpoint, timeout=1)
-                break
-            except requests.ConnectionError:
-                time.sleep(0.1)
-        else:
-            pytest.fail("moto's S3 server did not start")
-        yield endpoint
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
-
-
-def _s3_environment(endpoint: str) -> dict[str, str]:
-    return {
-        "S3_BUCKET": BUCKET,
-        "S3_ENDPOINT_URL": endpoint,
-        "S3_ACCESS_KEY_ID": "test",
-        "S3_SECRET_ACCESS_KEY": "test",
-        "S3_REGION": "us-east-1",
-    }
-
-
-@pytest.fixture
-def s3_media(s3_endpoint, settings):
-    """The storage and page policy carsite/settings.py builds from S3_* variables, on the loopback server."""
-    import boto3
-
-    chosen = _settings_for(_s3_environment(s3_endpoint), "STORAGES", "CONTENT_SECURITY_POLICY", "SERVE_MEDIA")
-    client = boto3.client(
-        "s3", endpoint_url=s3_endpoint, aws_access_key_id="test", aws_secret_access_key="test", region_name="us-east-1"
-    )
-    client.create_bucket(Bucket=BUCKET)
-    settings.STORAGES = {**settings.STORAGES, "default": chosen["STORAGES"]["default"]}
-    settings.CONTENT_SECURITY_POLICY = chosen["CONTENT_SECURITY_POLICY"]
-    assert chosen["SERVE_MEDIA"] is False
-    yield client
-    for item in client.list_objects_v2(Bucket=BUCKET).get("Contents", []):
-        client.delete_object(Bucket=BUCKET, Key=item["Key"])
-    client.delete_bucket(Bucket=BUCKET)
-
-
-def _settings_for(environment: dict[str, str], *names: str) -> dict:
-    """What carsite/settings.py makes of ``environment``, read in a fresh process."""
-    import json
-    import os
-
-    script = (
-        "import json, django; from django.conf import settings; django.setup(); "
-        f"print(json.dumps({{name: getattr(settings, name) for name in {list(names)!r}}}))"
-    )
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "carsite.settings", **environment}
-    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def _keys(client) -> list[str]:
-    return [item["Key"] for item in client.list_objects_v2(Bucket=BUCKET).get("Contents", [])]
+def _photo_keys(client) -> list[str]:
+    return [key for key in _keys(client) if not key.startswith("model-bundles/")]
 
 
 def test_settings_choose_the_bucket_only_when_one_is_named(s3_endpoint):
-    local = _settings_for({"S3_BUCKET": ""}, "STORAGES", "CONTENT_SECURITY_POLICY")
+    local = settings_for({"S3_BUCKET": ""}, "STORAGES", "CONTENT_SECURITY_POLICY")
     assert local["STORAGES"]["default"]["BACKEND"] == "django.core.files.storage.FileSystemStorage"
     assert "img-src 'self' data: blob:;" in local["CONTENT_SECURITY_POLICY"]
-    on_s3 = _settings_for(_s3_environment(s3_endpoint), "STORAGES", "CONTENT_SECURITY_POLICY")
+    on_s3 = settings_for(s3_environment(s3_endpoint), "STORAGES", "CONTENT_SECURITY_POLICY")
     storage = on_s3["STORAGES"]["default"]
     assert storage["BACKEND"] == "storages.backends.s3.S3Storage"
     assert (storage["OPTIONS"]["bucket_name"], storage["OPTIONS"]["addressing_style"]) == (BUCKET, "path")
     assert f"img-src 'self' data: blob: {s3_endpoint};" in on_s3["CONTENT_SECURITY_POLICY"]
 
 
-def test_upload_runs_and_its_pages_link_to_the_bucket(
-    client, s3_media, active_gate, active_classifier, shared_data, _isolated_media, django_capture_on_commit_callbacks
+def test_upload_runs_on_models_from_the_bucket_and_its_pages_link_to_the_bucket(
+    client, s3_media, active_gate, active_classifier, shared_data, _isolated_media, settings, tmp_path,
+    django_capture_on_commit_callbacks,
 ):
     from classifier.models import Classification, ClassificationStatus
+    from classifier.runtime import clear_loaded_models
+
+    for version in (active_gate, active_classifier):
+        prefix = f"{version.bundle_path}/"
+        manifest = json.loads(s3_media.get_object(Bucket=BUCKET, Key=f"{prefix}stored-files.json")["Body"].read())
+        assert "weights.safetensors" in manifest["files"]
+        listed = [*manifest["files"], "stored-files.json"]
+        assert sorted(f"{prefix}{name}" for name in listed) == _keys(s3_media, prefix)
+    # The worker of a host that has fetched nothing yet: its models come from the bucket.
+    settings.CARSITE_MODELS_DIR = tmp_path / "second-host-models"
+    clear_loaded_models()
 
     photo = (shared_data / "car-photos" / "images" / MDX_EXTERIOR).read_bytes()
     with django_capture_on_commit_callbacks(execute=True):
@@ -124,9 +69,10 @@ def test_upload_runs_and_its_pages_link_to_the_bucket(
         )
     assert response.status_code == 202
     job = Classification.objects.get()
-    assert job.status == ClassificationStatus.DONE, job.error
-    assert job.predictions.exists()
-    assert _keys(s3_media) == [job.image.name]
+    assert job.status == ClassificationStatus.DONE, job.error_detail
+    assert job.predictions.exists() and job.predicted_car_model.label == "2023 Acura MDX"
+    assert sorted(p.name for p in (tmp_path / "second-host-models").iterdir()) == ["classifier", "gate"]
+    assert _photo_keys(s3_media) == [job.image.name]
     assert media_files(_isolated_media) == []  # nothing on the local disk
 
     page = client.get(f"/classify/{job.pk}/")
@@ -135,8 +81,12 @@ def test_upload_runs_and_its_pages_link_to_the_bucket(
     assert urlsplit(url).netloc == urlsplit(s3_media.meta.endpoint_url).netloc
     assert url.replace("&", "&amp;") in html
     assert s3_media.meta.endpoint_url in page["Content-Security-Policy"]
+    stored = s3_media.get_object(Bucket=BUCKET, Key=job.image.name)["Body"].read()
     fetched = requests.get(url, timeout=10)
-    assert fetched.status_code == 200 and fetched.content[:2] == b"\xff\xd8"
+    assert fetched.status_code == 200 and fetched.content == stored and stored[:2] == b"\xff\xd8"
+    api_url = client.get(f"/api/v1/classifications/{job.pk}/").json()["image_url"]
+    assert urlsplit(api_url).netloc == urlsplit(s3_media.meta.endpoint_url).netloc
+    assert requests.get(api_url, timeout=10).content == stored
 
 
 def test_catalog_photos_and_training_read_through_the_bucket(client, s3_media, tmp_path, _isolated_media):
@@ -152,6 +102,10 @@ def test_catalog_photos_and_training_read_through_the_bucket(client, s3_media, t
     html = client.get(car.get_absolute_url()).content.decode()
     assert added.image.image.url.replace("&", "&amp;") in html
     assert requests.get(added.image.image.url, timeout=10).status_code == 200
+    (api_image,) = client.get(f"/api/v1/models/{car.pk}/").json()["images"]["exterior"]
+    assert requests.get(api_image["image"], timeout=10).content == s3_media.get_object(
+        Bucket=BUCKET, Key=added.image.image.name
+    )["Body"].read()
 
     training = build_training_set(
         CarImage.objects.all(),
@@ -163,3 +117,27 @@ def test_catalog_photos_and_training_read_through_the_bucket(client, s3_media, t
     (record,) = training.records
     assert record.path.read_bytes() == s3_media.get_object(Bucket=BUCKET, Key=added.image.image.name)["Body"].read()
     assert media_files(_isolated_media) == []
+
+
+def test_a_host_that_cannot_reach_the_bucket_says_so_and_loads_nothing(
+    s3_media, settings, models_dir, clean_runtime, gate_bundle_dir, tmp_path
+):
+    from botocore.config import Config
+
+    from classifier import runtime
+    from classifier.models import ModelKind
+    from classifier.services.registry import RegistryError, model_version_activate, model_version_register
+    from tests.classification.conftest import free_port
+
+    gate = model_version_activate(model_version_register(gate_bundle_dir))
+    # Another host, whose bucket endpoint answers nothing (one connection attempt, no retries).
+    settings.CARSITE_MODELS_DIR = tmp_path / "unreachable-host-models"
+    options = {**settings.STORAGES["default"]["OPTIONS"], "endpoint_url": f"http://127.0.0.1:{free_port()}"}
+    options["client_config"] = Config(retries={"max_attempts": 1}, connect_timeout=1)
+    settings.STORAGES = {**settings.STORAGES, "default": {**settings.STORAGES["default"], "OPTIONS": options}}
+
+    with pytest.raises(RegistryError, match=f"cannot fetch {gate.bundle_path} from the media storage: EndpointConn"):
+        model_version_activate(gate)
+    with pytest.raises(runtime.ModelLoadError, match="Cannot load"):
+        runtime.get_active_model(ModelKind.GATE)
+    assert list((tmp_path / "unreachable-host-models").rglob("*")) == [tmp_path / "unreachable-host-models" / "gate"]

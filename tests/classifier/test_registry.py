@@ -3,6 +3,7 @@
 import shutil
 
 import pytest
+from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
 
 from catalog import services as catalog_services
@@ -14,7 +15,9 @@ from classifier.selectors.registry import (
     supported_car_models,
 )
 from classifier.services.registry import (
+    STORED_MANIFEST,
     RegistryError,
+    bundle_cache_dir,
     bundle_storage_dir,
     model_version_activate,
     model_version_bundle_dir,
@@ -33,17 +36,19 @@ def catalog():
     return {"mdx_2023": mdx_2023, "mdx_2019": mdx_2019, "a4": a4, "spider": spider}
 
 
-def test_register_copies_the_bundle_into_the_store_and_is_idempotent(make_bundle, settings):
+def test_register_stores_the_bundle_in_the_media_storage_and_is_idempotent(make_bundle, settings):
     bundle = make_bundle(["Acura MDX", "Audi A4"])
     first = model_version_register(bundle)
     second = model_version_register(bundle)
     assert first.pk == second.pk
     assert ModelVersion.objects.count() == 1
     assert ModelVersionLabel.objects.filter(model_version=first).count() == 2
+    assert first.bundle_path == bundle_storage_dir("classifier", first.version)
+    assert stored_names(first) == sorted([*(p.name for p in bundle.iterdir()), STORED_MANIFEST])
     stored = model_version_bundle_dir(first)
-    assert stored == bundle_storage_dir("classifier", first.version)
+    assert stored == bundle_cache_dir("classifier", first.version)
     assert stored.is_relative_to(settings.CARSITE_MODELS_DIR)
-    assert (stored / "weights.safetensors").is_file()
+    assert (stored / "weights.safetensors").read_bytes() == (bundle / "weights.safetensors").read_bytes()
     assert first.labels == ["Acura MDX", "Audi A4"]
     assert first.architecture == "efficientnet_lite0"
     assert first.metrics["top1"] == 0.5
@@ -124,7 +129,8 @@ def test_register_rejects_a_tampered_bundle(make_bundle, tmp_path):
 def test_activation_refuses_a_version_whose_bundle_is_gone(make_bundle):
     version = model_version_register(make_bundle(["A a", "B b"]))
     shutil.rmtree(model_version_bundle_dir(version))
-    with pytest.raises(RegistryError):
+    forget_stored_bundle(version)
+    with pytest.raises(RegistryError, match="not in the media storage"):
         model_version_activate(version)
     version.refresh_from_db()
     assert not version.is_active
@@ -155,3 +161,119 @@ def test_report_selector_reads_the_report_files(make_bundle):
     assert report.columns == ["class", "precision", "recall"]
     assert report.rows == [["A a", "0.5", "1.0"], ["B b", "1.0", "0.5"]]
     assert report.images == {}
+
+
+# ---------------------------------------------------------------- bundles in the media storage, hosts' caches
+
+
+def stored_names(version: ModelVersion) -> list[str]:
+    return sorted(default_storage.listdir(version.bundle_path)[1])
+
+
+def forget_stored_bundle(version: ModelVersion) -> None:
+    for name in stored_names(version):
+        default_storage.delete(f"{version.bundle_path}/{name}")
+
+
+def as_another_host(settings, tmp_path_factory) -> None:
+    """Same database and media storage, a model folder of its own (nothing fetched yet)."""
+    settings.CARSITE_MODELS_DIR = tmp_path_factory.mktemp("other-host-models")
+
+
+def test_another_host_fetches_every_file_of_a_registered_bundle(make_bundle, settings, tmp_path, tmp_path_factory):
+    source = tmp_path / "bundle"
+    shutil.copytree(make_bundle(["A a", "B b"]), source)
+    (source / "onnx").mkdir()
+    (source / "onnx" / "model.onnx").write_bytes(b"an export added before registration")
+    version = model_version_register(source)
+    first_host = model_version_bundle_dir(version)
+
+    as_another_host(settings, tmp_path_factory)
+    fetched = model_version_bundle_dir(version)
+    assert fetched != first_host and fetched.is_relative_to(settings.CARSITE_MODELS_DIR)
+    assert {p.relative_to(fetched) for p in fetched.rglob("*") if p.is_file()} == {
+        p.relative_to(source) for p in source.rglob("*") if p.is_file()
+    }
+    assert (fetched / "onnx" / "model.onnx").read_bytes() == b"an export added before registration"
+    assert [p.name for p in fetched.parent.iterdir()] == [version.version], "no temporary folder is left"
+    assert model_version_activate(version).is_active
+
+
+def test_registering_again_stores_the_files_a_stored_bundle_lacks(
+    make_bundle, settings, tmp_path, tmp_path_factory
+):
+    source = tmp_path / "bundle"
+    shutil.copytree(make_bundle(["A a", "B b"]), source)
+    version = model_version_register(source)
+    (source / "model.onnx").write_bytes(b"an export made after the first registration")
+    assert model_version_register(source).pk == version.pk
+    assert "model.onnx" in stored_names(version)
+
+    as_another_host(settings, tmp_path_factory)
+    assert (model_version_bundle_dir(version) / "model.onnx").read_bytes() == (source / "model.onnx").read_bytes()
+
+
+def test_a_partly_stored_bundle_is_never_used(make_bundle, settings, tmp_path_factory):
+    version = model_version_register(make_bundle(["A a", "B b"]))
+    default_storage.delete(f"{version.bundle_path}/{STORED_MANIFEST}")  # as if the store was interrupted
+
+    as_another_host(settings, tmp_path_factory)
+    with pytest.raises(RegistryError, match=f"only partly \\({STORED_MANIFEST} is missing\\)"):
+        model_version_activate(version)
+    # The runtime's entry names the local folder it could not fill; loading from it then fails clearly.
+    missing = model_version_bundle_dir(version)
+    assert missing == bundle_cache_dir(version.kind, version.version) and not missing.exists()
+    assert list(missing.parent.iterdir()) == []
+
+    # Registering again stores it completely, over the files the interrupted store left.
+    assert model_version_register(make_bundle(["A a", "B b"])).pk == version.pk
+    assert STORED_MANIFEST in stored_names(version)
+    assert (model_version_bundle_dir(version) / "weights.safetensors").is_file()
+
+
+def test_a_stored_file_that_changed_is_refused(make_bundle, settings, tmp_path_factory):
+    from django.core.files.base import ContentFile
+
+    version = model_version_register(make_bundle(["A a", "B b"]))
+    name = f"{version.bundle_path}/weights.safetensors"
+    default_storage.delete(name)
+    default_storage.save(name, ContentFile(b"edited in the bucket"))
+
+    as_another_host(settings, tmp_path_factory)
+    with pytest.raises(RegistryError, match="weights.safetensors does not match the checksum"):
+        model_version_activate(version)
+    assert not bundle_cache_dir(version.kind, version.version).exists()
+    assert list(bundle_cache_dir(version.kind, version.version).parent.iterdir()) == []
+
+
+def test_versions_registered_before_the_media_storage_still_load(make_bundle, settings, tmp_path):
+    bundle = make_bundle(["A a", "B b"])
+    outside = tmp_path / "elsewhere"
+    shutil.copytree(bundle, outside)
+    absolute = ModelVersion.objects.create(
+        kind="classifier", version="legacy-abs", architecture="efficientnet_lite0", bundle_path=str(outside)
+    )
+    assert model_version_bundle_dir(absolute) == outside
+    # A relative path was CARSITE_MODELS_DIR/<kind>/<version>: where this host keeps its copy now.
+    version = model_version_register(bundle)
+    ModelVersion.objects.filter(pk=version.pk).update(bundle_path=f"classifier/{version.version}")
+    forget_stored_bundle(version)
+    version.refresh_from_db()
+    assert model_version_activate(version).is_active
+    # Registering it again stores it for every host and records where.
+    model_version_register(bundle)
+    version.refresh_from_db()
+    assert version.bundle_path == bundle_storage_dir("classifier", version.version)
+    assert STORED_MANIFEST in stored_names(version)
+
+
+def test_the_site_does_not_serve_model_bundles_as_media(client, make_bundle):
+    from django.urls import Resolver404, resolve
+    from django.views.static import serve
+
+    version = model_version_register(make_bundle(["A a", "B b"]))
+    assert default_storage.exists(f"{version.bundle_path}/bundle.json")
+    assert client.get(f"/media/{version.bundle_path}/bundle.json").status_code == 404
+    with pytest.raises(Resolver404):
+        resolve(f"/media/{version.bundle_path}/bundle.json")
+    assert resolve("/media/catalog/photo.jpg").func is serve  # photos are still served

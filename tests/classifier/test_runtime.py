@@ -53,10 +53,13 @@ def test_warm_up_loads_every_active_kind(make_bundle):
 def test_a_missing_bundle_is_a_clear_error_and_warm_up_survives_it(make_bundle, settings):
     import shutil
 
-    from classifier.services.registry import model_version_bundle_dir
+    from django.core.files.storage import default_storage
+
+    from classifier.services.registry import STORED_MANIFEST, model_version_bundle_dir
 
     version = model_version_activate(model_version_register(make_bundle(["A a", "B b"], seed=3)))
-    shutil.rmtree(model_version_bundle_dir(version))
+    shutil.rmtree(model_version_bundle_dir(version))  # gone from this host's cache and from the media storage
+    default_storage.delete(f"{version.bundle_path}/{STORED_MANIFEST}")
     with pytest.raises(runtime.ModelLoadError, match="Cannot load"):
         runtime.get_active_model(ModelKind.CLASSIFIER)
     assert runtime.warm_up_active_models()[ModelKind.CLASSIFIER] is None
