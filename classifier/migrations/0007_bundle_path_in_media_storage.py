@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('classifier', '0005_classification_lease_unsent_task_error_detail'),
+        ('classifier', '0006_classification_drop_batches'),
     ]
 
     operations = [
