@@ -92,9 +92,9 @@ def test_compute_slots_default_to_one_per_core_and_follow_the_setting(settings, 
 
     monkeypatch.setattr(runtime.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
     settings.CARSITE_CLASSIFY_COMPUTE_SLOTS = 0
-    settings.CARSITE_TORCH_THREADS = 1
+    settings.CARSITE_INFERENCE_THREADS = 1
     assert runtime.compute_slot_count() == 4
-    settings.CARSITE_TORCH_THREADS = 2
+    settings.CARSITE_INFERENCE_THREADS = 2
     assert runtime.compute_slot_count() == 2
     settings.CARSITE_CLASSIFY_COMPUTE_SLOTS = 3
     assert runtime.compute_slot_count() == 3
