@@ -1,5 +1,15 @@
 """Plain-PyTorch training and torch-free serving of the car models (no Django here)."""
 
+# The model architectures ml.models builds (torch-free here, so option checks need no torch).
+ARCHITECTURES: tuple[str, ...] = (
+    "efficientnet_lite0",
+    "efficientnet_lite1",
+    "efficientnet_lite2",
+    "efficientnet_b1",
+    "resnet50",
+    "resnet101",
+)
+
 TRAIN_EXTRA_HINT = "pip install 'carsite[train]' (or 'make install', which installs everything)"
 
 

@@ -19,7 +19,13 @@ import numpy as np
 import torch
 
 from ml.bundle import (
-    ONNX_FILE, ONNX_MAX_ABS_DIFFERENCE, ONNX_META_FILE, Bundle, file_sha256, load_bundle, onnx_export_file,
+    ONNX_FILE,
+    ONNX_MAX_ABS_DIFFERENCE,
+    ONNX_META_FILE,
+    Bundle,
+    file_sha256,
+    load_bundle,
+    onnx_export_file,
 )
 
 logger = logging.getLogger(__name__)

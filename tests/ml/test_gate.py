@@ -90,14 +90,14 @@ def test_trained_gate_keeps_the_imagenet_head_beside_the_view_head(trained_gate,
 
     from ml.models import create_model
 
-    hybrid = Predictor.from_bundle(trained_gate[0], device="cpu", compile_model=False)
+    hybrid = Predictor.from_bundle(trained_gate[0], backend="torch")
     imagenet = create_model("efficientnet_lite0", 1000, weights="imagenet").eval()
     photo = next(CAR_PHOTOS / "images" / r["file"] for r in car_rows if r["view"] == "exterior")
     with Image.open(photo) as image:
-        x = hybrid.transform(image).unsqueeze(0)
+        x = hybrid.preprocess([image])
+    joined = hybrid.model(x)
     with torch.inference_mode():
-        joined = hybrid.model(x)
-        assert torch.allclose(joined[:, :1000], imagenet(x), atol=1e-4)
+        assert torch.allclose(torch.from_numpy(joined[:, :1000]), imagenet(torch.from_numpy(x)), atol=1e-4)
 
 
 def test_trained_gate_metrics_are_out_of_fold_over_every_photo(trained_gate) -> None:
