@@ -14,7 +14,7 @@ from classifier.services.classification import (
 )
 from tests.classification.test_pipeline import INTERIOR_PHOTO, _prediction_rows
 
-pytestmark = [pytest.mark.django_db, pytest.mark.slow]
+pytestmark = [pytest.mark.django_db, pytest.mark.slow, pytest.mark.serving]
 
 
 def _queue(photos: list[bytes]) -> list[Classification]:

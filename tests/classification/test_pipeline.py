@@ -15,7 +15,7 @@ from classifier.services.classification import Upload, classification_create, cl
 from classifier.services.feedback import feedback_accept, feedback_submit
 from tests.classification.conftest import image_bytes
 
-pytestmark = [pytest.mark.django_db, pytest.mark.slow]
+pytestmark = [pytest.mark.django_db, pytest.mark.slow, pytest.mark.serving]
 
 # Photos the zero-shot gate places clearly (checked once by hand: interior 0.89, other 0.99).
 INTERIOR_PHOTO = "Acura_NSX_2003_89_17_250_30_6_71_46_174_17_RWD_2_2_2dr_BDf.jpg"
