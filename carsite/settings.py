@@ -273,6 +273,9 @@ CARSITE_NEAR_DUPLICATE_DISTANCE = env.int("CARSITE_NEAR_DUPLICATE_DISTANCE", def
 # Threads one model call may use (ONNX Runtime's intra-op threads, or torch's); keep compute slots x
 # threads within the machine's cores.
 CARSITE_INFERENCE_THREADS = env.int("CARSITE_INFERENCE_THREADS", default=2)
+# What runs the models: "auto" (ONNX Runtime when the bundle has its ONNX export, else torch), "onnxruntime"
+# (a bundle without export fails to load instead of falling back) or "torch".
+CARSITE_INFERENCE_BACKEND = env.str("CARSITE_INFERENCE_BACKEND", default="auto")
 # Model calls one worker process runs at once (0: its cores / CARSITE_INFERENCE_THREADS). A worker started
 # with more threads than this keeps the cores computing while its other threads talk to the broker
 # and the database.

@@ -81,6 +81,7 @@ def _load(version_id: int) -> LoadedModel:
             device="cpu",
             num_threads=settings.CARSITE_INFERENCE_THREADS,
             forward_batch_size=settings.CARSITE_CLASSIFY_FORWARD_BATCH or None,
+            backend=settings.CARSITE_INFERENCE_BACKEND,
         )
         predictor.warmup()
     except Exception as exc:  # any failure to read the bundle makes the model unusable; say which one

@@ -32,7 +32,7 @@ _TRIM_THRESHOLD = 512 * 1024 * 1024
 
 
 def keep_freed_memory_for_reuse() -> bool:
-    """Ask glibc's malloc to keep freed tensor buffers for the next forward pass instead of unmapping them.
+    """Ask glibc's malloc to keep freed tensor buffers for the next torch forward pass instead of unmapping them.
 
     By default glibc serves allocations above a few MB with fresh mmap pages and unmaps them on free,
     so every torch forward pass page-faults its activations in again (kernel time spent zeroing memory);
@@ -122,6 +122,7 @@ class TorchModel:
 
         if num_threads is not None:
             torch.set_num_threads(num_threads)
+        keep_freed_memory_for_reuse()  # before its first forward pass; repeating it changes nothing
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = bundle.load_model(self.device).to(memory_format=torch.channels_last).eval()
 

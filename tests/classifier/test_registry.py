@@ -51,6 +51,29 @@ def test_register_copies_the_bundle_into_the_store_and_is_idempotent(make_bundle
     assert model_version_register(stored).pk == first.pk
 
 
+def test_registration_exports_the_bundle_to_onnx_beside_its_unchanged_bundle_json(make_bundle):
+    import json
+
+    bundle = make_bundle(["Acura MDX", "Audi A4"], seed=7)
+    bundle_json = (bundle / "bundle.json").read_text()
+    version = model_version_register(bundle)
+    stored = model_version_bundle_dir(version)
+    for directory in (bundle, stored):  # exported in the bundle, then copied with it
+        meta = json.loads((directory / "onnx.json").read_text())
+        assert meta["bundle_version"] == version.version and meta["max_abs_difference"] <= 1e-4
+        assert (directory / "model.onnx").stat().st_size > 1000
+    assert (stored / "bundle.json").read_text() == bundle_json
+
+
+def test_registering_again_exports_a_version_stored_before_exports_existed(make_bundle):
+    version = model_version_register(make_bundle(["Acura MDX", "Audi A4"], seed=8))
+    stored = model_version_bundle_dir(version)
+    for name in ("model.onnx", "onnx.json"):  # as an older registration left it
+        (stored / name).unlink()
+    assert model_version_register(stored).pk == version.pk
+    assert (stored / "model.onnx").is_file() and (stored / "onnx.json").is_file()
+
+
 def test_labels_map_to_catalog_car_models(make_bundle, catalog):
     labels = ["2023 Audi A4", "Acura MDX", "alfa romeo 4c spider", "Tesla Roadster"]
     version = model_version_register(make_bundle(labels))

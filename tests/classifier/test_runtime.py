@@ -127,3 +127,32 @@ def test_no_more_threads_compute_at_once_than_there_are_slots(settings, monkeypa
         thread.join()
 
     assert most_inside == 2
+
+
+def test_a_registered_bundle_is_served_by_onnx_runtime_unless_torch_is_asked_for(make_bundle, settings):
+    version = model_version_activate(model_version_register(make_bundle(["A a", "B b"], seed=4)))
+    onnx = runtime.get_active_model(ModelKind.CLASSIFIER)
+    assert onnx.predictor.backend == "onnxruntime" and onnx.version.pk == version.pk
+
+    settings.CARSITE_INFERENCE_BACKEND = "torch"
+    runtime.clear_loaded_models()
+    eager = runtime.get_active_model(ModelKind.CLASSIFIER)
+    assert eager.predictor.backend == "torch"
+    x = onnx.predictor.preprocess([_photo_array()])
+    assert abs(onnx.predictor.batch_probabilities(x) - eager.predictor.batch_probabilities(x)).max() <= 1e-5
+
+
+def test_requiring_onnx_runtime_refuses_a_bundle_without_its_export(make_bundle, settings):
+    from classifier.services.registry import model_version_bundle_dir
+
+    version = model_version_activate(model_version_register(make_bundle(["A a", "B b"], seed=5)))
+    (model_version_bundle_dir(version) / "onnx.json").unlink()
+    settings.CARSITE_INFERENCE_BACKEND = "onnxruntime"
+    with pytest.raises(runtime.ModelLoadError, match="no ONNX export"):
+        runtime.get_active_model(ModelKind.CLASSIFIER)
+
+
+def _photo_array():
+    from PIL import Image
+
+    return Image.new("RGB", (80, 60), (30, 120, 200))
