@@ -140,3 +140,16 @@ def test_gate_cross_validation_scores_each_photo_with_a_head_that_never_saw_it(t
         for i in held_out:
             assert not {tuple(row.tolist()) for row in features.views[i]} & seen
     assert torch.isfinite(cv.logits).all() and cv.logits.shape == (18, 3)
+
+
+def test_the_hybrid_gate_answers_the_same_from_its_onnx_export(trained_gate, grace_hopper, car_rows) -> None:
+    import numpy as np
+
+    from ml.export import ensure_onnx_export
+
+    assert ensure_onnx_export(trained_gate[0]) is not None
+    onnx = Predictor.from_bundle(trained_gate[0])
+    eager = Predictor.from_bundle(trained_gate[0], backend="torch")
+    assert onnx.backend == "onnxruntime"
+    photos = [grace_hopper] + [CAR_PHOTOS / "images" / r["file"] for r in car_rows[:3]]
+    assert float(np.abs(onnx.probabilities(photos) - eager.probabilities(photos)).max()) <= 1e-5
