@@ -132,6 +132,7 @@ def test_a_bundle_without_export_cannot_be_served_and_says_which_extra_is_missin
         "call_command('train_gate', '--zero-shot')",
         "call_command('migrate', verbosity=0); call_command('setup_demo')",  # no gate yet: it would build one
         "from classifier.tasks import train_classifier; train_classifier.run({})",
+        "call_command('migrate', verbosity=0); call_command('export_models')",
     ],
 )
 def test_training_commands_and_tasks_fail_with_the_extra_to_install(command: str, tmp_path) -> None:
@@ -149,7 +150,10 @@ def test_training_commands_and_tasks_fail_with_the_extra_to_install(command: str
         DATABASE_URL=f"sqlite:///{tmp_path / 'serve.sqlite3'}",
     )
     assert result.returncode == 0, result.stderr
-    assert "Error: Training needs PyTorch" in result.stdout and "carsite[train]" in result.stdout
+    assert "Error: Training needs PyTorch" in result.stdout or "Error: Exporting a model to ONNX needs PyTorch" in (
+        result.stdout
+    )
+    assert "carsite[train]" in result.stdout
 
 
 def test_ml_train_fails_with_the_extra_to_install() -> None:

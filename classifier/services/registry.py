@@ -112,6 +112,16 @@ def _link_labels(model_version: ModelVersion) -> None:
                 link.save(update_fields=["car_model"])
 
 
+def model_version_export(model_version: ModelVersion) -> Path | None:
+    """Give a registered version's stored bundle its ONNX export (versions registered before exports existed).
+
+    Returns the export (None when it could not be made: the log says why). Needs torch (``ml.require_torch``).
+    """
+    from ml.export import ensure_onnx_export
+
+    return ensure_onnx_export(_load_bundle(model_version_bundle_dir(model_version)).path)
+
+
 def model_version_refresh_labels(model_version: ModelVersion) -> ModelVersion:
     """Map labels that had no catalog car model yet (the catalog may have grown since registration)."""
     with transaction.atomic():

@@ -178,3 +178,16 @@ def test_report_selector_reads_the_report_files(make_bundle):
     assert report.columns == ["class", "precision", "recall"]
     assert report.rows == [["A a", "0.5", "1.0"], ["B b", "1.0", "0.5"]]
     assert report.images == {}
+
+
+def test_export_models_gives_older_stored_versions_their_export(make_bundle):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    version = model_version_register(make_bundle(["Acura MDX", "Audi A4"], seed=9))
+    stored = model_version_bundle_dir(version)
+    (stored / "onnx.json").unlink()  # as an older registration left it
+    out = StringIO()
+    call_command("export_models", version.version, stdout=out)
+    assert (stored / "onnx.json").is_file() and "1 model versions have their ONNX export" in out.getvalue()
