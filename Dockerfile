@@ -4,9 +4,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 WORKDIR /app
 RUN apt-get update && apt-get install -y --no-install-recommends libjpeg62-turbo libpq5 \
     && rm -rf /var/lib/apt/lists/*
-# Dependencies first, from pyproject.toml alone: a code change reuses this layer instead of reinstalling torch.
+# Dependencies first, from pyproject.toml alone: a code change reuses this layer instead of reinstalling them.
+# EXTRAS=serve (the default) serves the models' ONNX exports without torch; EXTRAS=serve,train can also train
+# (torch from its CPU wheel index).
+ARG EXTRAS=serve
 COPY pyproject.toml ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+RUN python -c "import os, tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
+extras = [e for e in os.environ['EXTRAS'].split(',') if e]; \
+print('\n'.join(p['dependencies'] + [d for e in extras for d in p['optional-dependencies'][e]]))" \
         > /tmp/requirements.txt \
     && pip install --extra-index-url https://download.pytorch.org/whl/cpu -r /tmp/requirements.txt
 COPY README.md manage.py ./

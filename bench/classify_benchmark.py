@@ -1,20 +1,22 @@
-"""Classification service benchmark on the production topology of this machine.
+"""Classification service benchmark: an ONNX Runtime worker and a torch worker side by side, on this machine.
 
-    .venv/bin/python bench/classify_benchmark.py [--classifier-bundle DIR] [--gate-bundle DIR]
-        [--clients 20] [--uploads 200] [--backlog 600] [--sequential 50] [--concurrency 3]
+    .venv/bin/python bench/classify_benchmark.py [--gate-bundle DIR --classifier-bundle DIR]
+        [--backends onnxruntime,torch] [--clients 20] [--uploads 200] [--backlog 600] [--sequential 50]
 
-Starts gunicorn (the project's WSGI app) and one Celery worker (3 threads, 2 computing at a time, niced)
-against a temporary PostgreSQL database and a dedicated Redis db, with a temporary MEDIA_ROOT and models dir
-(nothing of var/ is touched; everything is removed at the end). Prints:
+Starts gunicorn (the project's WSGI app) against a temporary PostgreSQL database and a dedicated Redis db,
+with a temporary MEDIA_ROOT and models dir (nothing of var/ is touched; everything is removed at the end).
+Without bundles it builds the demo's models itself into that temporary dir: it imports the shared labelled
+photos and trains the demo gate and a demo classifier on them as ``setup_demo`` does (on one split instead
+of the demo's cross-validation, to be quick); registering them exports them to ONNX. It refuses to measure
+without a classifier. Then, for each backend in turn, one Celery worker (3 threads, 2 computing at a time,
+niced) with CARSITE_INFERENCE_BACKEND set to it, and prints side by side:
 
-- time from worker start to its first result (target ≤ 10 s)
-- the worker's resident memory with both models loaded (target ≤ 1.5 GB)
-- end-to-end latency p50/p99 with a warm worker, one upload at a time (target p50 ≤ compute + 100 ms)
-- upload accept latency p50/p99 under N concurrent clients (target p99 ≤ 100 ms)
-- worker throughput in images/s (target ≥ 90 % of 2 cores / compute time per image)
-
-Without --classifier-bundle it uses the small classifier the classification tests cache in the
-temp dir, or trains none and benchmarks the gate alone (said in the output).
+- compute per photo, warm (decode + gate + classifier; target: ONNX Runtime <= 0.85 x torch)
+- the worker's resident memory with both models loaded (target <= 300 MB for ONNX Runtime)
+- time from worker start to its first result (target <= 2 s)
+- worker throughput as a share of what 2 cores allow at the warm compute time (target >= 90 %)
+- end-to-end latency p50/p99 with a warm worker, one upload at a time
+- upload accept latency p99 under N clients each waiting for its answer (target <= 100 ms)
 """
 
 from __future__ import annotations
@@ -39,8 +41,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 PYTHON = sys.executable
-DEFAULT_CACHE = Path(tempfile.gettempdir()) / "carsite-classify-tests"
 REDIS_DB = 14
+BACKENDS = ("onnxruntime", "torch")
+# The targets of issue #17.
+COMPUTE_RATIO_TARGET = 0.85
+RSS_TARGET_MB = 300
+START_TARGET_S = 2.0
+THROUGHPUT_TARGET = 0.90
+ACCEPT_P99_TARGET_MS = 100
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -106,112 +114,11 @@ def children(pid: int) -> list[int]:
         return []
 
 
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def stat_cpu_seconds(proc_dir: Path) -> float:
-    """User + system CPU so far of the process or thread whose /proc folder this is; 0 once it is gone."""
-    try:
-        fields = (proc_dir / "stat").read_text().rsplit(")", 1)[1].split()
-    except (FileNotFoundError, ProcessLookupError):
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
-def process_cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process and its threads so far; 0 once it is gone."""
-    return stat_cpu_seconds(Path(f"/proc/{pid}"))
-
-
-def thread_cpu_seconds(pid: int) -> dict[str, float]:
-    """User + system CPU so far of each thread of a process, by thread name and id."""
-    seconds = {}
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            name = (task / "comm").read_text().strip()
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        seconds[f"{name}/{task.name}"] = stat_cpu_seconds(task)
-    return seconds
-
-
-def cpu_by_program(names: tuple[str, ...]) -> dict[str, float]:
-    """CPU seconds so far of every running process whose command name is one of ``names``, per name."""
-    totals = dict.fromkeys(names, 0.0)
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            comm = (entry / "comm").read_text().strip()
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        for name in names:
-            if comm.startswith(name):
-                totals[name] += process_cpu_seconds(int(entry.name))
-    return totals
-
-
-def machine_busy_seconds() -> tuple[float, float]:
-    """(busy, total) CPU seconds of the whole machine since boot, from /proc/stat."""
-    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = values[3] + values[4]  # idle + iowait
-    return (sum(values) - idle) / CLOCK_TICKS, sum(values) / CLOCK_TICKS
-
-
-def cpu_snapshot(web_pid: int) -> dict[str, float]:
-    """CPU seconds so far of the web processes (gunicorn and its workers), the database, Redis and this benchmark."""
-    programs = cpu_by_program(("postgres", "redis-server"))
-    return {
-        "gunicorn": sum(process_cpu_seconds(pid) for pid in (web_pid, *children(web_pid))),
-        "postgres": programs["postgres"],
-        "redis": programs["redis-server"],
-        "load generator": process_cpu_seconds(os.getpid()),
-    }
-
-
-class CpuSampler(threading.Thread):
-    """Samples CPU use of the worker, the database, Redis, gunicorn and the machine every second."""
-
-    def __init__(self, worker_pid: int, web_pid: int) -> None:
-        super().__init__(daemon=True)
-        self.worker_pid, self.web_pid = worker_pid, web_pid
-        self.samples: list[tuple[float, dict[str, float]]] = []
-        self.stopped = threading.Event()
-
-    def sample(self) -> dict[str, float]:
-        busy, total = machine_busy_seconds()
-        return {
-            **{f"thread {name}": value for name, value in thread_cpu_seconds(self.worker_pid).items()},
-            "worker": process_cpu_seconds(self.worker_pid),
-            **cpu_snapshot(self.web_pid),
-            "machine busy": busy,
-            "machine total": total,
-        }
-
-    def run(self) -> None:
-        while not self.stopped.wait(1.0):
-            self.samples.append((time.time(), self.sample()))
-
-    def between(self, start: float, end: float) -> dict[str, float]:
-        """CPU seconds used between two wall-clock times (the nearest samples inside the window)."""
-        inside = [(t, s) for t, s in self.samples if start <= t <= end]
-        if len(inside) < 2:
-            return {}
-        (_, first), (_, last) = inside[0], inside[-1]
-        # A thread that ended inside the window counts as having used nothing more.
-        used = {key: last.get(key, first[key]) - first[key] for key in first}
-        return used | {"seconds": inside[-1][0] - inside[0][0]}
-
-
 def steady_compute_ms(payloads: list[bytes], photos: int = 80, offset: int = 0) -> list[float]:
     """Decode + gate + classifier per photo, warm and back to back in this process, as a worker thread runs it.
 
-    Uses the active models through the worker's own runtime (same bundles and threads).
+    Uses the active models through the worker's own runtime (same bundles, backend, threads and forward batch).
     """
-    import torch
-
-    # torch's thread count is per OS thread: a thread it did not start runs with the default until told.
-    torch.set_num_threads(int(os.environ["CARSITE_TORCH_THREADS"]))
     import io
 
     from PIL import Image
@@ -220,6 +127,11 @@ def steady_compute_ms(payloads: list[bytes], photos: int = 80, offset: int = 0) 
     from classifier.runtime import get_active_model
 
     gate, classifier = get_active_model(ModelKind.GATE), get_active_model(ModelKind.CLASSIFIER)
+    if gate.predictor.backend == "torch":
+        import torch
+
+        # torch's thread count is per OS thread: a thread it did not start runs with the default until told.
+        torch.set_num_threads(int(os.environ["CARSITE_INFERENCE_THREADS"]))
     timings = []
     for index in range(photos + 10):
         started = time.perf_counter()
@@ -227,8 +139,7 @@ def steady_compute_ms(payloads: list[bytes], photos: int = 80, offset: int = 0) 
         image = image.convert("RGB")
         batch = gate.predictor.preprocess([image])
         gate.predictor.predict_batch(batch, top_k=1)
-        if classifier is not None:
-            classifier.predictor.predict_batch(batch, top_k=len(classifier.predictor.labels))
+        classifier.predictor.predict_batch(batch, top_k=len(classifier.predictor.labels))
         if index >= 10:  # the first calls warm the caches up
             timings.append((time.perf_counter() - started) * 1000)
     return timings
@@ -262,22 +173,41 @@ def measure_compute(env: dict[str, str], photos_dir: Path, threads: int) -> list
     return json.loads(output.strip().splitlines()[-1])
 
 
+def train_demo_models(photos_dir: Path) -> float:
+    """Import the labelled photos and train the demo gate and classifier as setup_demo does (one split instead
+    of the cross-validation); they are registered (so exported to ONNX) and activated. Returns the seconds."""
+    from dataclasses import replace
+
+    from classifier.demo import DEMO_TRAINING, ensure_demo_models
+
+    started = time.perf_counter()
+    ensure_demo_models(photos_dir, training=replace(DEMO_TRAINING, cv_folds=0),
+                       say=lambda message: print(f"  {message}", file=sys.stderr))
+    return time.perf_counter() - started
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--gate-bundle", type=Path, default=DEFAULT_CACHE / "gate-zero-shot")
-    parser.add_argument("--classifier-bundle", type=Path, default=DEFAULT_CACHE / "classifier-acura-v1")
-    parser.add_argument("--photos", type=Path, default=REPO.parent / "shared" / "data" / "car-photos" / "images")
+    parser.add_argument("--gate-bundle", type=Path, help="serve this gate bundle (default: train the demo's)")
+    parser.add_argument("--classifier-bundle", type=Path, help="serve this classifier (default: train the demo's)")
+    parser.add_argument("--demo-photos", type=Path, default=REPO.parent / "shared" / "data" / "car-photos",
+                        help="labelled photos (manifest.csv + images/) the demo models are trained on")
+    parser.add_argument("--photos", type=Path, help="photos to upload (default: DEMO_PHOTOS/images)")
+    parser.add_argument("--backends", default=",".join(BACKENDS), help="CARSITE_INFERENCE_BACKEND of each worker")
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--web-workers", type=int, default=2, help="gunicorn worker processes")
     parser.add_argument("--web-threads", type=int, default=10, help="threads per gunicorn worker")
-    # One process with several inference threads holds one copy of torch (~0.7 GB with the CUDA build)
-    # instead of one per thread; torch releases the GIL inside its kernels, so both cores still work.
+    # One process with several inference threads holds one copy of the models instead of one per thread;
+    # both runtimes release the GIL inside their kernels, so both cores still work.
     parser.add_argument("--pool", choices=["threads", "prefork"], default="threads")
     # Web and worker share 2 cores here: a niced worker lets uploads be accepted promptly at peak.
     parser.add_argument("--worker-nice", type=int, default=10)
     parser.add_argument("--concurrency", type=int, default=3,
                         help="worker pool size (threads; the models run on at most one per core at a time)")
-    parser.add_argument("--torch-threads", type=int, default=1, help="CARSITE_TORCH_THREADS (per model call)")
+    parser.add_argument("--inference-threads", type=int, default=1,
+                        help="CARSITE_INFERENCE_THREADS (per model call)")
+    parser.add_argument("--forward-batch", type=int, default=1,
+                        help="CARSITE_CLASSIFY_FORWARD_BATCH of the worker (photos per model call; 0 = whole batch)")
     parser.add_argument("--prefetch", type=int, default=1, help="worker prefetch multiplier")
     parser.add_argument("--uploads", type=int, default=200)
     parser.add_argument("--sequential", type=int, default=50)
@@ -287,8 +217,18 @@ def main() -> int:
     parser.add_argument("--redis", default=f"redis://127.0.0.1:6379/{REDIS_DB}")
     parser.add_argument("--measure-compute", type=int, default=0, metavar="THREADS", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    args.photos = args.photos or args.demo_photos / "images"
     if args.measure_compute:
         return measure_compute_here(args.photos, args.measure_compute)
+    backends = [b for b in args.backends.split(",") if b]
+    if not set(backends) <= set(BACKENDS) or not backends:
+        parser.error(f"--backends: a comma-separated list of {', '.join(BACKENDS)}")
+    if (args.gate_bundle is None) != (args.classifier_bundle is None):
+        parser.error("give both --gate-bundle and --classifier-bundle, or neither (the demo's are trained)")
+    photos = sorted(p for p in args.photos.glob("*.jpg"))
+    if not photos:
+        print(f"no photos under {args.photos}", file=sys.stderr)
+        return 2
 
     work = Path(tempfile.mkdtemp(prefix="carsite-classify-bench-"))
     db_name = f"carsite_bench_{os.getpid()}"
@@ -305,7 +245,8 @@ def main() -> int:
         "SECURE_SSL_REDIRECT": "0",
         "SECURE_COOKIES": "0",
         "CLASSIFY_ANON_RATE": "1000000/minute",
-        "CARSITE_TORCH_THREADS": str(args.torch_threads),
+        "CARSITE_INFERENCE_THREADS": str(args.inference_threads),
+        "CARSITE_CLASSIFY_FORWARD_BATCH": str(args.forward_batch),
         "CONN_MAX_AGE": "60",
         "LOG_LEVEL": "WARNING",
     }
@@ -329,23 +270,29 @@ def main() -> int:
 
         call_command("migrate", verbosity=0)
         call_command("collectstatic", interactive=False, verbosity=0)
-        from catalog.services import car_model_get_or_create
-        from classifier.models import Classification, ClassificationStatus
-        from classifier.services.registry import model_version_activate, model_version_register
+        from classifier.models import Classification, ClassificationStatus, ModelKind
+        from classifier.selectors.registry import active_model_version
+        from classifier.services.registry import (
+            model_version_activate,
+            model_version_bundle_dir,
+            model_version_register,
+        )
+        from ml.bundle import load_bundle, onnx_export_file
 
-        if not (args.gate_bundle / "bundle.json").is_file():
-            from ml.gate import build_zero_shot_gate
-
-            build_zero_shot_gate(args.gate_bundle)
-        model_version_activate(model_version_register(args.gate_bundle))
-        has_classifier = (args.classifier_bundle / "bundle.json").is_file()
-        if has_classifier:
-            for name in ("ILX", "MDX", "NSX", "RDX", "RLX", "TLX"):
-                car_model_get_or_create(make="Acura", model=name, year=2023)
+        if args.gate_bundle is None:
+            models_source = f"the demo's, trained here in {train_demo_models(args.demo_photos):.0f} s"
+        else:
+            model_version_activate(model_version_register(args.gate_bundle))
             model_version_activate(model_version_register(args.classifier_bundle))
-        photos = sorted(p for p in args.photos.glob("*.jpg"))
-        if not photos:
-            print(f"no photos under {args.photos}", file=sys.stderr)
+            models_source = f"{args.gate_bundle} and {args.classifier_bundle}"
+        gate_version = active_model_version(ModelKind.GATE)
+        classifier_version = active_model_version(ModelKind.CLASSIFIER)
+        if gate_version is None or classifier_version is None:
+            print("no gate and classifier to serve: refusing to print figures without them", file=sys.stderr)
+            return 2
+        bundles = [load_bundle(model_version_bundle_dir(v)) for v in (gate_version, classifier_version)]
+        if "onnxruntime" in backends and any(onnx_export_file(b) is None for b in bundles):
+            print("the bundles have no ONNX export (is torch installed to export them?)", file=sys.stderr)
             return 2
         payloads = [p.read_bytes() for p in photos]
 
@@ -364,9 +311,9 @@ def main() -> int:
         session = requests.Session()
         for _ in range(200):
             try:
-                if session.get(f"{base}/classify/", timeout=2).status_code == 200:
+                if session.get(f"{base}/classify/", timeout=10).status_code == 200:
                     break
-            except (requests.ConnectionError, requests.Timeout):  # a busy machine answers late
+            except requests.RequestException:  # not listening yet, or too busy starting to answer
                 time.sleep(0.1)
         else:
             print("gunicorn did not start:\n" + (logs / "gunicorn.log").read_text()[-3000:], file=sys.stderr)
@@ -458,168 +405,97 @@ def main() -> int:
             processes.append(worker)
             return worker
 
-        # 1. Worker start to first result: the job is queued before the worker exists.
-        _, first_id, _ = upload(0)
-        worker_started = time.time()
-        worker = start_worker("bench", logs / "worker.log")
-        wait_done([first_id], timeout=120)
-        first = Classification.objects.get(pk=first_id)
-        time_to_first = first.finished_at.timestamp() - worker_started
-
-        # Warm both pool processes before measuring memory and latency.
-        warm_ids = [upload(i)[1] for i in range(6)]
-        wait_done(warm_ids, timeout=120)
-        time.sleep(1)
-        child_rss = [rss_mb(pid) for pid in children(worker.pid)]
-        parent_rss = rss_mb(worker.pid)
-        total_pss = pss_mb(worker.pid) + sum(pss_mb(pid) for pid in children(worker.pid))
-
-        # 2. End to end, one at a time, warm worker.
-        e2e, compute, accept_single = [], [], []
-        for i in range(args.sequential):
-            elapsed, job_id, started_wall = upload(i * 7)
-            accept_single.append(elapsed)
-            wait_done([job_id], timeout=60)
-            job = Classification.objects.get(pk=job_id)
-            e2e.append((job.finished_at.timestamp() - started_wall) * 1000)
-            compute.append((job.decode_ms or 0) + (job.gate_ms or 0) + (job.classifier_ms or 0))
-
-        # 3. Accept latency under N concurrent clients. First as clients use the service: each uploads,
-        #    polls its job until the answer is there, and uploads the next (the worker busy meanwhile).
-        #    Then back to back with no pause at all (saturation), with the worker busy and stopped.
-        with ThreadPoolExecutor(max_workers=args.clients) as pool:
-            per_visitor = max(1, args.uploads // args.clients)
-            accept_visitors = [
-                elapsed for batch in pool.map(visitor, range(args.clients), [per_visitor] * args.clients)
-                for elapsed in batch
-            ]
+        def stop(worker: subprocess.Popen) -> None:
+            os.killpg(worker.pid, signal.SIGTERM)
+            worker.wait(timeout=60)
 
         def concurrent_uploads(count: int) -> tuple[list[float], list[str]]:
             with ThreadPoolExecutor(max_workers=args.clients) as pool:
                 results = list(pool.map(upload, range(count)))
             return [elapsed for elapsed, _, _ in results], [job_id for _, job_id, _ in results]
 
-        accept_busy, busy_ids = concurrent_uploads(args.uploads // 2)
-        wait_done(busy_ids, timeout=600)
-        os.killpg(worker.pid, signal.SIGTERM)
-        worker.wait(timeout=60)
-        before = cpu_snapshot(web.pid)
-        accept_idle, ids = concurrent_uploads(args.backlog)
-        upload_cpu = {key: (value - before[key]) * 1000 / args.backlog for key, value in cpu_snapshot(web.pid).items()}
-        # A database in service has table statistics (autovacuum analyses a table after enough changes);
-        # this one was created a minute ago and would otherwise be planned blind during the drain.
-        from django.db import connection
+        def measure(backend: str) -> dict:
+            """Every figure of one backend's worker, on the same services, photos and models."""
+            env["CARSITE_INFERENCE_BACKEND"] = backend
+            figures: dict = {"load before": os.getloadavg()[0]}
+            # 1. Worker start to first result: the job is queued before the worker exists.
+            _, first_id, _ = upload(0)
+            worker_started = time.time()
+            worker = start_worker(f"{backend}-1", logs / f"worker-{backend}-1.log")
+            wait_done([first_id], timeout=120)
+            figures["start"] = Classification.objects.get(pk=first_id).finished_at.timestamp() - worker_started
 
-        with connection.cursor() as cursor:
-            cursor.execute("ANALYZE")
-        # The compute bound is measured twice, with the machine quiet before the drain and again after it,
-        # and the faster one is used: one-thread timings here vary by several percent from minute to minute.
-        steady_before = measure_compute(env, args.photos, 1)[0]
+            # Warm every pool thread before measuring memory and latency.
+            wait_done([upload(i)[1] for i in range(6)], timeout=120)
+            time.sleep(1)
+            pids = [worker.pid, *children(worker.pid)]
+            figures["rss"] = sum(rss_mb(pid) for pid in pids)
+            figures["pss"] = sum(pss_mb(pid) for pid in pids)
 
-        # 4. Throughput: a fresh worker drains the backlog; measured from its first job's start
-        #    (after the models are loaded) to the last job's end.
-        restarted = time.time()
-        worker = start_worker("bench2", logs / "worker2.log")
-        sampler = CpuSampler(worker.pid, web.pid)
-        sampler.start()
-        wait_drained(ids, timeout=600)  # the drain's figures come from the jobs, not from this loop
-        sampler.stopped.set()
-        jobs = list(
-            Classification.objects.filter(pk__in=ids).values(
-                "started_at", "finished_at", "status", "decode_ms", "gate_ms", "classifier_ms", "total_ms",
-                "queue_wait_ms",
-            )
-        )
-        loaded_compute = statistics.median((j["decode_ms"] or 0) + (j["gate_ms"] or 0) + (j["classifier_ms"] or 0)
-                                           for j in jobs)
-        loaded_total = statistics.median(j["total_ms"] or 0 for j in jobs)
-        failed = sum(1 for job in jobs if job["status"] != ClassificationStatus.DONE)
-        first_start = min(j["started_at"] for j in jobs)
-        span = (max(j["finished_at"] for j in jobs) - first_start).total_seconds()
-        throughput = len(jobs) / span
-        restart_to_first = min(j["finished_at"] for j in jobs).timestamp() - restarted
-        compute_ms = statistics.median(compute)
-        os.killpg(worker.pid, signal.SIGTERM)
-        worker.wait(timeout=60)
-        steady_after = measure_compute(env, args.photos, 1)[0]
-        steady = min(steady_before, steady_after, key=statistics.median)
-        steady_ms = statistics.median(steady)
-        # The same compute in two threads side by side, with nothing else running: what this machine's two
-        # cores really give when both compute (shared caches, memory and clock), as a diagnostic beside
-        # the bound below, which assumes two cores do twice what one does.
-        pair_timings = measure_compute(env, args.photos, 2)
-        pair = [ms for timings in pair_timings for ms in timings]
-        pair_rate = sum(len(timings) * 1000 / sum(timings) for timings in pair_timings)
-        # The bound uses the warm, back-to-back compute time: between one-at-a-time uploads the caches go
-        # cold and each photo takes longer, which would flatter the ratio.
-        bound = 2 / (min(steady_ms, compute_ms) / 1000)
+            # 2. End to end, one at a time, warm worker.
+            e2e, compute = [], []
+            for i in range(args.sequential):
+                _, job_id, started_wall = upload(i * 7)
+                wait_done([job_id], timeout=60)
+                job = Classification.objects.get(pk=job_id)
+                e2e.append((job.finished_at.timestamp() - started_wall) * 1000)
+                compute.append((job.decode_ms or 0) + (job.gate_ms or 0) + (job.classifier_ms or 0))
+            figures["e2e"], figures["single compute"] = e2e, statistics.median(compute)
 
-        print("carsite classification benchmark")
-        print(f"  machine: {os.cpu_count()} CPUs; gunicorn {args.web_workers} x {args.web_threads} threads; "
-              f"celery {args.pool} pool -c {args.concurrency} "
-              f"(nice {args.worker_nice}), torch {args.torch_threads} thread(s) per model call, one job per task")
-        print(f"  models: gate {args.gate_bundle.name}" + (f", classifier {args.classifier_bundle.name}"
-                                                          if has_classifier else ", NO classifier"))
-        print(f"  worker start -> first result:  {time_to_first:6.2f} s cold (compiles the models), "
-              f"{restart_to_first:.2f} s on restart (reuses the compiled graphs; {args.backlog} jobs queued) "
-              "(target <= 10 s)")
-        print(f"  worker RSS, models loaded:     {parent_rss + sum(child_rss):6.0f} MB total "
-              f"(parent {parent_rss:.0f} MB + children {', '.join(f'{r:.0f}' for r in child_rss)} MB) "
-              f"(target <= 1536 MB); PSS {total_pss:.0f} MB")
-        print(f"  compute per image (median):    {compute_ms:6.1f} ms (decode + gate + classifier, one photo at a "
-              f"time; p10 {percentile(compute, .1):.1f}, p90 {percentile(compute, .9):.1f})")
-        print(f"  end-to-end latency, warm:      p50 {percentile(e2e, .5):6.1f} ms  p99 {percentile(e2e, .99):6.1f} ms"
-              f"   (target p50 <= {compute_ms + 100:.0f} ms)")
-        print(f"  upload accept, 1 client:       p50 {percentile(accept_single, .5):6.1f} ms  "
-              f"p99 {percentile(accept_single, .99):6.1f} ms   ({len(accept_single)} uploads, one at a time)")
-        print(f"  upload accept, {args.clients} clients each waiting for its answer, worker busy: "
-              f"p50 {percentile(accept_visitors, .5):6.1f} ms  p99 {percentile(accept_visitors, .99):6.1f} ms   "
-              f"(target p99 <= 100 ms; {len(accept_visitors)} uploads; max {max(accept_visitors):.0f} ms)")
-        for label, accept in (("worker busy", accept_busy), ("worker stopped", accept_idle)):
-            print(f"  upload accept, {args.clients} clients back to back, {label + ':':15s} "
-                  f"p50 {percentile(accept, .5):6.1f} ms  p99 {percentile(accept, .99):6.1f} ms   "
-                  f"(saturation; {len(accept)} uploads)")
-        print("  CPU per upload (back to back, worker stopped): "
-              + ", ".join(f"{key} {value:.1f} ms" for key, value in upload_cpu.items()))
-        print(f"  compute per image, warm:       {steady_ms:6.1f} ms (decode + gate + classifier, {len(steady)} photos "
-              f"back to back in one thread, as the worker runs them; p10 {percentile(steady, .1):.1f}, "
-              f"p90 {percentile(steady, .9):.1f}; the faster of the medians before the drain, "
-              f"{statistics.median(steady_before):.1f}, and after it, {statistics.median(steady_after):.1f})")
-        print(f"  compute, 2 threads side by side: {statistics.median(pair):6.1f} ms per image per thread, about "
-              f"{pair_rate:.2f} images/s together ({pair_rate / bound:.0%} of twice one thread)")
-        print(f"  worker throughput:             {throughput:6.2f} images/s  = {throughput / bound:.0%} of the "
-              f"{bound:.2f}/s that 2 cores allow at {2000 / bound:.1f} ms/image (target >= 90%); "
-              f"{throughput / pair_rate:.0%} of the two-thread compute above")
-        print(f"  while draining the backlog:    compute {loaded_compute:.0f} ms/image, "
-              f"whole job {loaded_total:.0f} ms "
-              f"in the service ({args.concurrency} jobs at a time); machine load average {os.getloadavg()[0]:.1f}")
-        in_service = sum((j["finished_at"] - j["started_at"]).total_seconds() for j in jobs)
-        busy_share = in_service / (args.concurrency * span)
-        print(f"  worker threads inside the service (claim to result written): {busy_share:.0%} of the "
-              "drain; the rest is Celery and the broker between tasks")
-        print(f"  drain breakdown (median per photo): decode {statistics.median(j['decode_ms'] or 0 for j in jobs):.1f}"
-              f" ms, gate {statistics.median(j['gate_ms'] or 0 for j in jobs):.1f} ms, classifier "
-              f"{statistics.median(j['classifier_ms'] or 0 for j in jobs):.1f} ms")
-        used = sampler.between(first_start.timestamp(), max(j["finished_at"] for j in jobs).timestamp())
-        if used:
-            # Where the cores went while draining: CPU ms per photo, and how much of the 2 cores was idle.
-            photos_in_window = throughput * used["seconds"]
-            per_photo = {
-                key: used[key] * 1000 / photos_in_window
-                for key in used
-                if not key.startswith(("machine", "seconds", "thread "))
-            }
-            per_thread = {key[len("thread "):]: used[key] * 1000 / photos_in_window
-                          for key in used if key.startswith("thread ")}
-            idle_share = 1 - used["machine busy"] / used["machine total"]
-            others = used["machine busy"] * 1000 / photos_in_window - sum(per_photo.values())
-            print("  CPU per photo while draining:  "
-                  + ", ".join(f"{key} {value:.1f} ms" for key, value in per_photo.items())
-                  + f", everything else {others:.1f} ms; cores idle {idle_share:.0%}")
-            print("  worker CPU per photo by thread: "
-                  + ", ".join(f"{name} {value:.1f} ms" for name, value in sorted(per_thread.items()) if value >= 0.05))
-        if failed:
-            print(f"  WARNING: {failed} jobs failed")
+            # 3. Accept latency under N clients, as clients use the service: each uploads, polls its job
+            #    until the answer is there, and uploads the next (the worker busy meanwhile). Then back to
+            #    back with no pause at all (saturation), with the worker busy.
+            with ThreadPoolExecutor(max_workers=args.clients) as pool:
+                per_visitor = max(1, args.uploads // args.clients)
+                figures["accept visitors"] = [
+                    elapsed for batch in pool.map(visitor, range(args.clients), [per_visitor] * args.clients)
+                    for elapsed in batch
+                ]
+            figures["accept busy"], busy_ids = concurrent_uploads(args.uploads // 2)
+            wait_done(busy_ids, timeout=600)
+            stop(worker)
+            _, ids = concurrent_uploads(args.backlog)
+            # A database in service has table statistics (autovacuum analyses a table after enough changes);
+            # this one fills up in minutes and would otherwise be planned blind during the drain.
+            from django.db import connection
+
+            with connection.cursor() as cursor:
+                cursor.execute("ANALYZE")
+            # The compute bound is measured twice, with the machine quiet before the drain and again after
+            # it, and the faster one is used: one-thread timings here vary by several percent minute to minute.
+            steady_before = measure_compute(env, args.photos, 1)[0]
+
+            # 4. Throughput: a fresh worker drains the backlog; measured from its first job's start
+            #    (after the models are loaded) to the last job's end.
+            restarted = time.time()
+            worker = start_worker(f"{backend}-2", logs / f"worker-{backend}-2.log")
+            wait_drained(ids, timeout=900)
+            jobs = list(Classification.objects.filter(pk__in=ids).values(
+                "started_at", "finished_at", "status", "decode_ms", "gate_ms", "classifier_ms",
+            ))
+            stop(worker)
+            figures["failed"] = sum(1 for job in jobs if job["status"] != ClassificationStatus.DONE)
+            first_start = min(j["started_at"] for j in jobs)
+            span = (max(j["finished_at"] for j in jobs) - first_start).total_seconds()
+            figures["throughput"] = len(jobs) / span
+            figures["restart"] = min(j["finished_at"] for j in jobs).timestamp() - restarted
+            figures["drain"] = {name: statistics.median(j[f"{name}_ms"] or 0 for j in jobs)
+                                for name in ("decode", "gate", "classifier")}
+            steady_after = measure_compute(env, args.photos, 1)[0]
+            steady = min(steady_before, steady_after, key=statistics.median)
+            figures["compute"] = statistics.median(steady)
+            # The same compute in two threads side by side, with nothing else running: what this machine's
+            # two cores really give when both compute, as a diagnostic beside the bound, which assumes two
+            # cores do twice what one does.
+            pair_timings = measure_compute(env, args.photos, 2)
+            figures["pair rate"] = sum(len(t) * 1000 / sum(t) for t in pair_timings)
+            # The bound uses the warm, back-to-back compute time: between one-at-a-time uploads the caches
+            # go cold and each photo takes longer, which would flatter the ratio.
+            figures["bound"] = 2 / (min(figures["compute"], figures["single compute"]) / 1000)
+            return figures
+
+        results = {backend: measure(backend) for backend in backends}
+        print_results(args, results, bundles, models_source)
         return 0
     finally:
         for process in processes:
@@ -640,6 +516,68 @@ def main() -> int:
             admin.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
         redis_client.flushdb()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def print_results(args: argparse.Namespace, results: dict[str, dict], bundles: list, models_source: str) -> None:
+    backends = list(results)
+    gate, classifier = bundles
+
+    def row(name: str, values: list[str], target: str = "") -> None:
+        print(f"  {name:38s}" + "".join(f"{v:>18s}" for v in values) + (f"   {target}" if target else ""))
+
+    def each(fmt) -> list[str]:
+        return [fmt(results[b]) for b in backends]
+
+    print("carsite classification benchmark: the same services, models and photos, one worker per backend")
+    print(f"  machine: {os.cpu_count()} CPUs (shared: load average "
+          + ", ".join(f"{results[b]['load before']:.1f} before {b}" for b in backends)
+          + f"); gunicorn {args.web_workers} x {args.web_threads} threads; celery {args.pool} pool "
+          f"-c {args.concurrency} (nice {args.worker_nice}), {args.inference_threads} inference thread(s) per "
+          f"model call, one job per task, forward batch {args.forward_batch or 'whole'}")
+    print(f"  models ({models_source}): gate {gate.version} ({gate.mode}, {gate.arch}), classifier "
+          f"{classifier.version} ({classifier.arch}, {len(classifier.labels)} labels)")
+    row("", backends, "target")
+    row("compute per photo, warm (ms)", each(lambda r: f"{r['compute']:.1f}"),
+        f"ONNX Runtime <= {COMPUTE_RATIO_TARGET} x torch")
+    row("worker RSS, both models (MB)", each(lambda r: f"{r['rss']:.0f}"), f"<= {RSS_TARGET_MB} MB (ONNX Runtime)")
+    row("worker PSS, both models (MB)", each(lambda r: f"{r['pss']:.0f}"))
+    row("worker start -> first result (s)", each(lambda r: f"{r['start']:.2f}"), f"<= {START_TARGET_S:g} s")
+    row(f"  again, {args.backlog} jobs queued (s)", each(lambda r: f"{r['restart']:.2f}"))
+    row("throughput (photos/s)", each(lambda r: f"{r['throughput']:.2f}"))
+    row("  of the two-core bound", each(lambda r: f"{r['throughput'] / r['bound']:.0%}"),
+        f">= {THROUGHPUT_TARGET:.0%} (bound: 2 cores / warm compute)")
+    row("  of 2 threads computing side by side", each(lambda r: f"{r['throughput'] / r['pair rate']:.0%}"))
+    row("end-to-end, warm, one at a time (ms)", each(lambda r: f"{percentile(r['e2e'], .5):.0f} / "
+                                                     f"{percentile(r['e2e'], .99):.0f}"), "p50 / p99")
+    row(f"accept, {args.clients} waiting clients (ms)", each(lambda r: f"{percentile(r['accept visitors'], .5):.0f} / "
+                                                    f"{percentile(r['accept visitors'], .99):.0f}"),
+        f"p50 / p99; p99 <= {ACCEPT_P99_TARGET_MS} ms")
+    row(f"accept, {args.clients} back to back (ms)", each(lambda r: f"{percentile(r['accept busy'], .5):.0f} / "
+                                                  f"{percentile(r['accept busy'], .99):.0f}"), "p50 / p99, saturation")
+    row("drain: decode / gate / classifier (ms)", each(lambda r: "{decode:.1f} / {gate:.0f} / {classifier:.0f}".format(
+        **r["drain"])), "median per photo while draining")
+    failed = {b: results[b]["failed"] for b in backends if results[b]["failed"]}
+    if failed:
+        print(f"  WARNING: jobs failed: {failed}")
+    if set(backends) == set(BACKENDS):
+        onnx, torch_ = results["onnxruntime"], results["torch"]
+        ratio = onnx["compute"] / torch_["compute"]
+        checks = {
+            f"compute ONNX Runtime / torch = {ratio:.2f} (<= {COMPUTE_RATIO_TARGET})": ratio <= COMPUTE_RATIO_TARGET,
+            f"ONNX Runtime worker RSS {onnx['rss']:.0f} MB (<= {RSS_TARGET_MB})": onnx["rss"] <= RSS_TARGET_MB,
+        }
+    else:
+        checks = {}
+    for backend in backends:
+        r = results[backend]
+        checks[f"{backend}: start -> first result {r['start']:.2f} s (<= {START_TARGET_S:g})"] = (
+            r["start"] <= START_TARGET_S)
+        share = r["throughput"] / r["bound"]
+        checks[f"{backend}: throughput {share:.0%} of the bound (>= {THROUGHPUT_TARGET:.0%})"] = (
+            share >= THROUGHPUT_TARGET)
+        p99 = percentile(r["accept visitors"], 0.99)
+        checks[f"{backend}: accept p99 {p99:.0f} ms (<= {ACCEPT_P99_TARGET_MS})"] = p99 <= ACCEPT_P99_TARGET_MS
+    print("  targets: " + "; ".join(f"{name} {'met' if ok else 'NOT met'}" for name, ok in checks.items()))
 
 
 if __name__ == "__main__":

@@ -211,7 +211,6 @@ def main() -> int:
             "CACHE_URL": "",
             "MEDIA_ROOT": str(work / "media"),
             "CARSITE_MODELS_DIR": str(work / "models"),
-            "CARSITE_COMPILED_MODELS_DIR": "",
             "STATIC_ROOT": str(work / "static"),
             "SECRET_KEY": secrets.token_urlsafe(50),
             "DEBUG": "0",
@@ -219,7 +218,7 @@ def main() -> int:
             "SECURE_SSL_REDIRECT": "0",
             "SECURE_COOKIES": "0",
             "CLASSIFY_ANON_RATE": "1000000/minute",
-            "CARSITE_TORCH_THREADS": "1",
+            "CARSITE_INFERENCE_THREADS": "1",
             "CARSITE_CLASSIFY_TEST_DELAY_MS": str(JOB_DELAY_MS),
             "LOG_LEVEL": "WARNING",
         }

@@ -146,7 +146,8 @@ def gate_cross_validation(rows: list[dict[str, str]], out: Path, quick: bool) ->
     # (though its group weights were picked by looking at these photos).
     x = features.eval_features(range(len(views)))
     with torch.inference_mode():
-        probs = features.imagenet_head(x).softmax(1) @ group_matrix(1000, GATE_LABELS, imagenet_groups())
+        groups = torch.from_numpy(group_matrix(1000, GATE_LABELS, imagenet_groups()))
+        probs = features.imagenet_head(x).softmax(1) @ groups
     zs = probs * torch.tensor([10.0 if v == "interior" else 1.0 for v in GATE_LABELS])
     targets = torch.tensor([GATE_LABELS.index(r.label) for r in views])
     zs_recall = [float((zs.argmax(1)[targets == c] == c).float().mean()) for c in range(3)]
@@ -236,10 +237,11 @@ def main() -> int:
 
     # ---------------- determinism and speed of the deployed pair (hybrid gate + trained classifier)
     t = time.perf_counter()
-    pred = Predictor.from_bundle(clf_dir, num_threads=a.threads)
+    # torch here (these fresh bundles have no ONNX export); bench/classify_benchmark.py compares ONNX Runtime
+    pred = Predictor.from_bundle(clf_dir, num_threads=a.threads, backend="torch")
     load_clf_s = time.perf_counter() - t
     t = time.perf_counter()
-    gate_pred = Predictor.from_bundle(hybrid_dir, num_threads=a.threads)
+    gate_pred = Predictor.from_bundle(hybrid_dir, num_threads=a.threads, backend="torch")
     load_gate_s = time.perf_counter() - t
     test_paths = [r.path for r in ext[::5]]
     first = [p[0].label for p in pred.predict(test_paths, top_k=1)]
@@ -249,8 +251,9 @@ def main() -> int:
     runs = 5 if a.quick else 20
     speed = {
         "gate hybrid efficientnet_lite0 (deployed)": time_forward(
-            gate_pred.model, gate_pred.bundle.preprocess.input_size, runs),
-        f"classifier {a.arch} (trained bundle)": time_forward(pred.model, pred.bundle.preprocess.input_size, runs),
+            gate_pred.model.model, gate_pred.bundle.preprocess.input_size, runs),
+        f"classifier {a.arch} (trained bundle)": time_forward(
+            pred.model.model, pred.bundle.preprocess.input_size, runs),
     }
     for arch in ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"):
         if arch != a.arch:

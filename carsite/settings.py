@@ -259,8 +259,6 @@ CARSITE_SHARED_DATA_DIR = Path(env.str("CARSITE_SHARED_DATA_DIR", default=str(BA
 # Labelled demo photos imported and trained on by the run command when present.
 CARSITE_DEMO_PHOTOS_DIR = Path(env.str("CARSITE_DEMO_PHOTOS_DIR", default=str(CARSITE_SHARED_DATA_DIR / "car-photos")))
 CARSITE_MODELS_DIR = Path(env.str("CARSITE_MODELS_DIR", default=str(VAR_DIR / "models")))
-# Compiled (traced and frozen) model graphs kept between worker starts; empty: compile at every start.
-CARSITE_COMPILED_MODELS_DIR = env.str("CARSITE_COMPILED_MODELS_DIR", default=str(CARSITE_MODELS_DIR / "compiled"))
 CARSITE_UPLOAD_MAX_BYTES = env.int("CARSITE_UPLOAD_MAX_BYTES", default=10 * 1024 * 1024)
 CARSITE_UPLOAD_MAX_PIXELS = env.int("CARSITE_UPLOAD_MAX_PIXELS", default=40_000_000)
 # PNG and WebP decode every pixel (JPEG decodes at reduced scale): bench/image_decode_benchmark.py.
@@ -270,9 +268,13 @@ CARSITE_IMAGE_MAX_SIDE = env.int("CARSITE_IMAGE_MAX_SIDE", default=1600)
 CARSITE_NEAR_DUPLICATE_DISTANCE = env.int("CARSITE_NEAR_DUPLICATE_DISTANCE", default=6)
 
 # --- classifier runtime ---
-# Threads torch may use per worker process; keep workers x threads within the machine's cores.
-CARSITE_TORCH_THREADS = env.int("CARSITE_TORCH_THREADS", default=2)
-# Model calls one worker process runs at once (0: its cores / CARSITE_TORCH_THREADS). A worker started
+# Threads one model call may use (ONNX Runtime's intra-op threads, or torch's); keep compute slots x
+# threads within the machine's cores.
+CARSITE_INFERENCE_THREADS = env.int("CARSITE_INFERENCE_THREADS", default=2)
+# What runs the models: "auto" (ONNX Runtime when the bundle has its ONNX export, else torch), "onnxruntime"
+# (a bundle without export fails to load instead of falling back) or "torch".
+CARSITE_INFERENCE_BACKEND = env.str("CARSITE_INFERENCE_BACKEND", default="auto")
+# Model calls one worker process runs at once (0: its cores / CARSITE_INFERENCE_THREADS). A worker started
 # with more threads than this keeps the cores computing while its other threads talk to the broker
 # and the database.
 CARSITE_CLASSIFY_COMPUTE_SLOTS = env.int("CARSITE_CLASSIFY_COMPUTE_SLOTS", default=0)

@@ -46,12 +46,12 @@ _compute_slots: threading.BoundedSemaphore | None = None
 
 
 def compute_slot_count() -> int:
-    """Model calls this process runs at once: ``CARSITE_CLASSIFY_COMPUTE_SLOTS``, or its cores / torch threads."""
+    """Model calls this process runs at once: ``CARSITE_CLASSIFY_COMPUTE_SLOTS``, or its cores / inference threads."""
     configured = int(getattr(settings, "CARSITE_CLASSIFY_COMPUTE_SLOTS", 0) or 0)
     if configured > 0:
         return configured
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // max(1, int(settings.CARSITE_TORCH_THREADS)))
+    return max(1, cores // max(1, int(settings.CARSITE_INFERENCE_THREADS)))
 
 
 @contextmanager
@@ -71,19 +71,17 @@ def compute_slot() -> Iterator[None]:
 
 
 def _load(version_id: int) -> LoadedModel:
-    from ml.predict import Predictor, keep_freed_memory_for_reuse
+    from ml.predict import Predictor
 
-    # Before any forward pass in this process (repeating it changes nothing): faster inference for some memory.
-    keep_freed_memory_for_reuse()
     version = ModelVersion.objects.get(pk=version_id)
     started = time.perf_counter()
     try:
         predictor = Predictor.from_bundle(
             model_version_bundle_dir(version),
             device="cpu",
-            num_threads=settings.CARSITE_TORCH_THREADS,
+            num_threads=settings.CARSITE_INFERENCE_THREADS,
             forward_batch_size=settings.CARSITE_CLASSIFY_FORWARD_BATCH or None,
-            compiled_cache_dir=settings.CARSITE_COMPILED_MODELS_DIR or None,
+            backend=settings.CARSITE_INFERENCE_BACKEND,
         )
         predictor.warmup()
     except Exception as exc:  # any failure to read the bundle makes the model unusable; say which one
@@ -99,7 +97,7 @@ def _load(version_id: int) -> LoadedModel:
         car_model_ids=model_version_label_map(version),
         load_seconds=time.perf_counter() - started,
     )
-    logger.info("loaded %s in %.2fs", version, loaded.load_seconds)
+    logger.info("loaded %s on %s in %.2fs", version, predictor.backend, loaded.load_seconds)
     return loaded
 
 

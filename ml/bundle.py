@@ -4,6 +4,7 @@ Layout: weights.safetensors, bundle.json, split.json (optional), report.csv, rep
 confusion_matrix.png, curves.png, metrics.json (optional). The version id is the first 12 hex
 digits of sha256(weights file bytes + canonical bundle.json without "version"/"created_at"),
 so identical content always gets the same id and any edit to weights or config is detected.
+Reading a bundle's metadata needs no torch (a serving install has none); its weights do.
 """
 
 from __future__ import annotations
@@ -16,15 +17,15 @@ import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from safetensors.torch import load_file, save_file
-from torch import nn
+from ml.preprocess import PreprocessConfig
 
-from ml.data import Split
-from ml.models import create_model
-from ml.presets import PreprocessConfig
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from ml.data import Split
 
 WEIGHTS_FILE = "weights.safetensors"
 META_FILE = "bundle.json"
@@ -92,10 +93,16 @@ class Bundle:
         return float(self.meta.get("abstain_threshold", 0.0))
 
     def split(self) -> Split | None:
+        from ml.data import Split
+
         p = self.path / SPLIT_FILE
         return Split.from_json(p.read_text(encoding="utf-8")) if p.is_file() else None
 
     def load_model(self, device: str | torch.device = "cpu") -> nn.Module:
+        from safetensors.torch import load_file
+
+        from ml.models import create_model
+
         # weights=None here is followed by a strict load of every tensor: never a silent random init
         model = create_model(self.arch, self.num_outputs, weights=None)
         state = load_file(str(self.path / WEIGHTS_FILE), device=str(device))
@@ -132,6 +139,9 @@ def save_bundle(
     report_dir: str | Path | None = None,
 ) -> Bundle:
     """Write the bundle directory (overwriting bundle files in it) and return the loaded Bundle."""
+    import torch
+    from safetensors.torch import save_file
+
     if kind not in ("gate", "classifier"):
         raise ValueError("kind must be 'gate' or 'classifier'")
     if mode not in BUNDLE_MODES:
@@ -193,3 +203,35 @@ def load_bundle(path: str | Path) -> Bundle:
             f"bundle {p} is corrupt or was modified: recorded version {expected!r}, content hash {actual!r}"
         )
     return Bundle(p, meta)
+
+
+# The ONNX export (ml.export) lives beside the weights; onnx.json names the bundle version it was made from.
+ONNX_FILE = "model.onnx"
+ONNX_META_FILE = "onnx.json"
+# Largest difference from the torch model on the check inputs for an export to be served.
+ONNX_MAX_ABS_DIFFERENCE = 1e-4
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def onnx_export_file(bundle: Bundle) -> Path | None:
+    """The bundle's model.onnx if onnx.json says it was made from this very bundle version, passed its check
+    and is the file it describes (a copy cut short or another export's file is not)."""
+    onnx_path, meta_path = bundle.path / ONNX_FILE, bundle.path / ONNX_META_FILE
+    if not onnx_path.is_file() or not meta_path.is_file():
+        return None
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    if meta.get("bundle_version") != bundle.version:
+        return None
+    if not float(meta.get("max_abs_difference", 1.0)) <= ONNX_MAX_ABS_DIFFERENCE:
+        return None
+    return onnx_path if meta.get("sha256") == file_sha256(onnx_path) else None

@@ -187,8 +187,8 @@ def _gate_logits(features: GateFeatures, indices: Sequence[int], view_head: nn.L
     x = features.eval_features(indices)
     with torch.inference_mode():
         logits = torch.cat([features.imagenet_head(x), view_head(x)], dim=1)
-        probs = hybrid_gate_probabilities(logits, GATE_LABELS, torch.tensor(car_class_indices()), CAR_MASS_SCALE)
-    return probs.clamp_min(1e-12).log()
+        probs = hybrid_gate_probabilities(logits.numpy(), GATE_LABELS, car_class_indices(), CAR_MASS_SCALE)
+    return torch.from_numpy(probs).clamp_min(1e-12).log()
 
 
 def car_class_indices() -> list[int]:

@@ -30,8 +30,8 @@ def imagenet_classes() -> list[str]:
 
 
 def __getattr__(name: str) -> Any:
-    # IMAGENET_CLASSES is read on first use: importing torchvision takes seconds, and a worker serving
-    # cached compiled models never needs it.
+    # IMAGENET_CLASSES is read on first use: importing torchvision takes seconds, and building a model
+    # from a bundle never needs it.
     if name == "IMAGENET_CLASSES":
         return imagenet_classes()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -197,14 +197,7 @@ def load_lite_imagenet(model: EfficientNetLite, arch: str) -> None:
 
 # ---------------------------------------------------------------- registry
 
-ARCHITECTURES: tuple[str, ...] = (
-    "efficientnet_lite0",
-    "efficientnet_lite1",
-    "efficientnet_lite2",
-    "efficientnet_b1",
-    "resnet50",
-    "resnet101",
-)
+from ml import ARCHITECTURES  # noqa: E402  (named where a serving install can read them)
 
 _TV_WEIGHTS = {
     "efficientnet_b1": "EfficientNet_B1_Weights.IMAGENET1K_V2",

@@ -6,6 +6,7 @@ Run: python -m ml.train --manifest M.csv --arch efficientnet_lite0 --output BUND
 recipe, cross-validated, then trained on every photo).
 """
 
+# ruff: noqa: E402  (torch is imported after the check that names the extra to install)
 from __future__ import annotations
 
 import argparse
@@ -24,6 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ml import require_torch
+
+require_torch("Training (ml.train)")  # before importing it: a serving install says which extra it lacks
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F

@@ -7,7 +7,6 @@ import hashlib
 import json
 import logging
 import shutil
-import time
 import uuid
 from pathlib import Path
 
@@ -81,6 +80,17 @@ def _load_bundle(path: Path):  # -> ml.bundle.Bundle; ml is imported lazily to k
         return load_bundle(path)
     except (FileNotFoundError, BundleIntegrityError) as exc:
         raise RegistryError(str(exc)) from exc
+
+
+def _export_onnx(bundle_dir: Path) -> None:
+    """Give the bundle its ONNX export (what workers serve) when torch is here to make one; never fails the
+    registration: without an export the bundle is served by torch, and a bundle already exported is left alone."""
+    try:
+        from ml.export import ensure_onnx_export  # imports torch: a serving install registers without exporting
+    except ImportError as exc:
+        logger.info("not exporting %s to ONNX: %s", bundle_dir, exc)
+        return
+    ensure_onnx_export(bundle_dir)
 
 
 def _file_sha256(path: Path) -> str:
@@ -223,6 +233,22 @@ def _link_labels(model_version: ModelVersion) -> None:
                 link.save(update_fields=["car_model"])
 
 
+def model_version_export(model_version: ModelVersion) -> Path | None:
+    """Give a registered version's stored bundle its ONNX export (versions registered before exports existed).
+
+    The export is made in this host's copy and stored beside the bundle's other files. Returns the export
+    (None when it could not be made: the log says why). Needs torch (``ml.require_torch``).
+    """
+    from ml.export import ensure_onnx_export
+
+    bundle = _load_bundle(model_version_bundle_dir(model_version))
+    exported = ensure_onnx_export(bundle.path)
+    if exported is not None:
+        with _media_storage_errors(f"store the export of {bundle.kind} {bundle.version} in the media storage"):
+            _copy_bundle_into_store(bundle.path, bundle.kind, bundle.version)
+    return exported
+
+
 def model_version_refresh_labels(model_version: ModelVersion) -> ModelVersion:
     """Map labels that had no catalog car model yet (the catalog may have grown since registration)."""
     with transaction.atomic():
@@ -233,16 +259,17 @@ def model_version_refresh_labels(model_version: ModelVersion) -> ModelVersion:
 def model_version_register(bundle_path: str | Path, *, notes: str = "") -> ModelVersion:
     """Register the bundle at ``bundle_path``; registering the same bundle again returns the same version.
 
-    The bundle is verified (content hash) and stored in the media storage under
-    model-bundles/<kind>/<version>/ unless it is already there, where every host's workers fetch it
-    from; what is stored is fetched back into this host's cache and verified too. Each output label is
-    mapped to the catalog car model it names.
+    The bundle is verified (content hash), exported to ONNX in its own directory (when torch is installed)
+    and stored in the media storage under model-bundles/<kind>/<version>/ (only the files not stored yet,
+    e.g. an export made since), where every host's workers fetch it from; what is stored is fetched back
+    into this host's cache and verified too. Each output label is mapped to the catalog car model it names.
     """
     source = Path(bundle_path)
     bundle = _load_bundle(source)
     if bundle.kind not in ModelKind.values:
         raise RegistryError(f"{source}: unknown bundle kind {bundle.kind!r}")
     stored = bundle_storage_dir(bundle.kind, bundle.version)
+    _export_onnx(source)
     with _media_storage_errors(f"store {stored} in the media storage"):
         _copy_bundle_into_store(source, bundle.kind, bundle.version)
     if not bundle_cache_dir(bundle.kind, bundle.version).is_dir():
@@ -299,46 +326,3 @@ def model_version_deactivate(model_version: ModelVersion) -> ModelVersion:
         ModelVersion.objects.filter(pk=model_version.pk).update(is_active=False)
     model_version.refresh_from_db()
     return model_version
-
-
-# A temporary file this old is left from a save that was interrupted, not one still being written.
-_ABANDONED_TEMPORARY_SECONDS = 60 * 60
-
-
-def compiled_graphs_prune(*, dry_run: bool = False) -> list[Path]:
-    """Remove the compiled model graphs in ``CARSITE_COMPILED_MODELS_DIR`` that no worker will load again.
-
-    That is a graph of a model version no longer registered, one built by another torch release (a
-    worker still running the old release compiles its graph again at its next start, in seconds), and
-    a temporary file left by an interrupted save. Files the cache did not write are left alone.
-    Returns the files removed (with ``dry_run``, those that would be).
-    """
-    import torch
-
-    from ml.predict import is_compiled_graph_temporary, parse_compiled_graph_name
-
-    if not settings.CARSITE_COMPILED_MODELS_DIR:
-        return []
-    directory = Path(settings.CARSITE_COMPILED_MODELS_DIR)
-    if not directory.is_dir():
-        return []
-    registered = set(ModelVersion.objects.values_list("kind", "version"))
-    now = time.time()
-    stale: list[Path] = []
-    for path in sorted(directory.iterdir()):
-        if not path.is_file():
-            continue
-        if is_compiled_graph_temporary(path.name):
-            if now - path.stat().st_mtime > _ABANDONED_TEMPORARY_SECONDS:
-                stale.append(path)
-            continue
-        graph = parse_compiled_graph_name(path.name)
-        if graph is None:
-            continue
-        if (graph.kind, graph.version) not in registered or graph.torch_version != torch.__version__:
-            stale.append(path)
-    if not dry_run:
-        for path in stale:
-            path.unlink(missing_ok=True)
-            logger.info("removed the compiled graph %s", path)
-    return stale

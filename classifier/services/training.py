@@ -83,7 +83,7 @@ class TrainingOptions:
             raise TrainingError("train for at least one epoch")
         if not (self.val_fraction >= 0 and self.test_fraction >= 0 and self.val_fraction + self.test_fraction < 1):
             raise TrainingError("validation and test fractions must be ≥ 0 and add up to less than 1")
-        from ml.models import ARCHITECTURES
+        from ml import ARCHITECTURES
 
         if self.cv_folds == 1 or self.cv_folds < 0:
             raise TrainingError("cross-validate over at least 2 folds (or 0 for a train/val/test split)")
@@ -142,6 +142,16 @@ class TrainingOutcome:
 
 
 # ---------------------------------------------------------------- catalog -> manifest
+
+
+def _require_torch() -> None:
+    """Training and evaluating need torch: in a serving install, a TrainingError naming the extra to install."""
+    from ml import require_torch
+
+    try:
+        require_torch()
+    except RuntimeError as exc:
+        raise TrainingError(str(exc)) from None
 
 
 def car_image_label(image: CarImage, label_level: str) -> str:
@@ -343,6 +353,7 @@ def classifier_train(
     Labels are 'Make Model' (label level "model") or catalog labels (level "model-year"). A run on the
     same images with the same options reuses the bundle trained before instead of training again.
     """
+    _require_torch()
     images = list(classifier_training_images(options))
     dataset_dir = models_dir() / "datasets" / f"classifier-{uuid.uuid4().hex[:12]}"
     training_set = build_training_set(
@@ -384,6 +395,7 @@ def gate_train(
     reuse_cached: bool = True,
 ) -> TrainingOutcome:
     """Train the 3-class gate (exterior / interior / other) on catalog images whose view is known."""
+    _require_torch()
     queryset = CarImage.objects.filter(view__in=GATE_LABELS).select_related("car_model__manufacturer")
     if options.image_ids is not None:
         queryset = queryset.filter(pk__in=options.image_ids)
@@ -442,6 +454,7 @@ def _describe(counts: dict[str, int]) -> str:
 
 def gate_build_zero_shot(*, arch: str = "efficientnet_lite0", activate: bool = False) -> ModelVersion:
     """Build the zero-shot gate from the offline ImageNet weights and register it (optionally activate)."""
+    _require_torch()
     from ml.gate import build_zero_shot_gate
     from ml.models import PretrainedWeightsUnavailable
 
@@ -479,6 +492,7 @@ def model_version_evaluate(
 
     Records whose label the model does not know, or whose file is gone, are skipped and counted.
     """
+    _require_torch()
     from ml.bundle import load_bundle
     from ml.data import read_manifest
 
@@ -520,14 +534,15 @@ def model_version_evaluate(
 
 def _evaluate_with_predictor(bundle_dir: Path, records: list[Any], labels: list[str], report_dir: Path) -> dict:
     """Scores for bundles whose outputs are not the labels (the zero-shot gate's ImageNet groups)."""
+    import numpy as np
     import torch
 
     from ml.evaluate import evaluate_predictions
     from ml.predict import Predictor
 
     predictor = Predictor.from_bundle(bundle_dir, device="cpu")
-    probabilities = torch.cat(
+    probabilities = torch.from_numpy(np.concatenate(
         [predictor.probabilities([r.path for r in records[i : i + 32]]) for i in range(0, len(records), 32)]
-    )
+    ))
     targets = torch.tensor([labels.index(r.label) for r in records])
     return evaluate_predictions(probabilities.clamp_min(1e-12).log(), targets, labels, report_dir)

@@ -2,86 +2,44 @@
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-# Bundles are expensive to build (the gate) or train (the classifier): keep them between runs, keyed
-# by what they are built from, in the machine's temp dir (never in the repository).
-BUNDLE_CACHE = Path(os.environ.get("CARSITE_TEST_BUNDLE_CACHE", Path(tempfile.gettempdir()) / "carsite-classify-tests"))
-CLASSIFIER_CACHE_KEY = "acura-v1"
 MDX_EXTERIOR = "Acura_MDX_2011_42_18_300_37_6_78_68_191_16_AWD_7_4_SUV_Eyo.jpg"
-
-
-def _build_once(target: Path, build) -> Path:
-    """Build into a staging dir and rename it into place, so an interrupted build is never reused."""
-    if (target / "bundle.json").is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = target.parent / f".{target.name}-{uuid.uuid4().hex[:8]}"
-    try:
-        build(staging)
-        if not (target / "bundle.json").is_file():
-            if target.exists():
-                shutil.rmtree(target)
-            staging.rename(target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
 
 
 @pytest.fixture(scope="session")
 def gate_bundle_dir() -> Path:
-    from ml.gate import build_zero_shot_gate
+    from tests.classification.bundles import BundleUnavailable, gate_bundle
 
-    return _build_once(BUNDLE_CACHE / "gate-zero-shot", build_zero_shot_gate)
-
-
-def exterior_records(photos_dir: Path) -> list:
-    from ml.data import ManifestRecord
-
-    with (photos_dir / "manifest.csv").open(newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
-    return [
-        ManifestRecord(photos_dir / "images" / row["file"], f"{row['make']} {row['model']}")
-        for row in rows
-        if row["view"] == "exterior" and row["subject"] == "labelled-model"
-    ]
+    try:
+        return gate_bundle()
+    except BundleUnavailable as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture(scope="session")
 def classifier_bundle_dir(tmp_path_factory) -> Path:
     """A small make-and-model classifier ('Acura MDX', …) trained head-only on the shared photos."""
+    from tests.classification.bundles import BundleUnavailable, classifier_bundle
     from tests.conftest import SHARED_DATA
 
     photos = SHARED_DATA / "car-photos"
     if not (photos / "manifest.csv").is_file():
         pytest.skip(f"shared car photos not found at {photos}")
-
-    def train(out_dir: Path) -> None:
-        from ml.data import group_near_duplicates, split_grouped
-        from ml.train import TrainConfig, fit_bundle
-
-        records = group_near_duplicates(exterior_records(photos))
-        split = split_grouped(records, val_fraction=0.2, test_fraction=0.0, seed=0)
-        config = TrainConfig(
-            epochs_head=4, epochs_finetune=0, auto_augment=None, batch_size=32, seed=0, warmup_epochs=0
-        )
-        fit_bundle(config, split, out_dir, kind="classifier", work_dir=tmp_path_factory.mktemp("train"), progress=False)
-
-    return _build_once(BUNDLE_CACHE / f"classifier-{CLASSIFIER_CACHE_KEY}", train)
+    try:
+        return classifier_bundle(photos, tmp_path_factory.mktemp("train"))
+    except BundleUnavailable as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture(autouse=True)

@@ -16,7 +16,7 @@ from classifier.services.feedback import FeedbackRefused, feedback_accept, feedb
 from classifier.services.intake import Upload, classification_create
 from tests.classification.conftest import image_bytes
 
-pytestmark = [pytest.mark.django_db, pytest.mark.slow]
+pytestmark = [pytest.mark.django_db, pytest.mark.slow, pytest.mark.serving]
 
 # Photos the zero-shot gate places clearly (checked once by hand: interior 0.89, other 0.99).
 INTERIOR_PHOTO = "Acura_NSX_2003_89_17_250_30_6_71_46_174_17_RWD_2_2_2dr_BDf.jpg"

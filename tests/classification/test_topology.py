@@ -78,7 +78,7 @@ class Workers:
             "CARSITE_MODELS_DIR": str(self.models_dir),
             "CARSITE_CLASSIFY_TEST_DELAY_MS": str(delay_ms),
             "CARSITE_CLASSIFY_LEASE_SECONDS": str(lease_seconds),
-            "CARSITE_TORCH_THREADS": "1",
+            "CARSITE_INFERENCE_THREADS": "1",
             "SECRET_KEY": settings.SECRET_KEY,
             "DEBUG": "0",
         }

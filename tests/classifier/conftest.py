@@ -16,7 +16,7 @@ def _isolated_models_dir(settings, tmp_path_factory):
     """Every test registers bundles into its own model store, never into var/models."""
     models = tmp_path_factory.mktemp("models")
     settings.CARSITE_MODELS_DIR = models
-    settings.CARSITE_TORCH_THREADS = 2
+    settings.CARSITE_INFERENCE_THREADS = 2
     from classifier.runtime import clear_loaded_models
 
     clear_loaded_models()

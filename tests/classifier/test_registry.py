@@ -56,6 +56,29 @@ def test_register_stores_the_bundle_in_the_media_storage_and_is_idempotent(make_
     assert model_version_register(stored).pk == first.pk
 
 
+def test_registration_exports_the_bundle_to_onnx_beside_its_unchanged_bundle_json(make_bundle):
+    import json
+
+    bundle = make_bundle(["Acura MDX", "Audi A4"], seed=7)
+    bundle_json = (bundle / "bundle.json").read_text()
+    version = model_version_register(bundle)
+    stored = model_version_bundle_dir(version)
+    for directory in (bundle, stored):  # exported in the bundle, then copied with it
+        meta = json.loads((directory / "onnx.json").read_text())
+        assert meta["bundle_version"] == version.version and meta["max_abs_difference"] <= 1e-4
+        assert (directory / "model.onnx").stat().st_size > 1000
+    assert (stored / "bundle.json").read_text() == bundle_json
+
+
+def test_registering_again_exports_a_version_stored_before_exports_existed(make_bundle):
+    version = model_version_register(make_bundle(["Acura MDX", "Audi A4"], seed=8))
+    stored = model_version_bundle_dir(version)
+    for name in ("model.onnx", "onnx.json"):  # as an older registration left it
+        (stored / name).unlink()
+    assert model_version_register(stored).pk == version.pk
+    assert (stored / "model.onnx").is_file() and (stored / "onnx.json").is_file()
+
+
 def test_labels_map_to_catalog_car_models(make_bundle, catalog):
     labels = ["2023 Audi A4", "Acura MDX", "alfa romeo 4c spider", "Tesla Roadster"]
     version = model_version_register(make_bundle(labels))
@@ -277,3 +300,19 @@ def test_the_site_does_not_serve_model_bundles_as_media(client, make_bundle):
     with pytest.raises(Resolver404):
         resolve(f"/media/{version.bundle_path}/bundle.json")
     assert resolve("/media/catalog/photo.jpg").func is serve  # photos are still served
+
+
+def test_export_models_gives_older_stored_versions_their_export(make_bundle):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    version = model_version_register(make_bundle(["Acura MDX", "Audi A4"], seed=9))
+    stored = model_version_bundle_dir(version)
+    (stored / "onnx.json").unlink()  # as an older registration left it
+    out = StringIO()
+    call_command("export_models", version.version, stdout=out)
+    assert (stored / "onnx.json").is_file() and "1 model versions have their ONNX export" in out.getvalue()
+    default_storage.delete(f"{version.bundle_path}/onnx.json")  # the stored copy lacked it too
+    call_command("export_models", version.version, stdout=StringIO())
+    assert "onnx.json" in stored_names(version), "the export is stored for the other hosts"

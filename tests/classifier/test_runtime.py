@@ -95,9 +95,9 @@ def test_compute_slots_default_to_one_per_core_and_follow_the_setting(settings, 
 
     monkeypatch.setattr(runtime.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
     settings.CARSITE_CLASSIFY_COMPUTE_SLOTS = 0
-    settings.CARSITE_TORCH_THREADS = 1
+    settings.CARSITE_INFERENCE_THREADS = 1
     assert runtime.compute_slot_count() == 4
-    settings.CARSITE_TORCH_THREADS = 2
+    settings.CARSITE_INFERENCE_THREADS = 2
     assert runtime.compute_slot_count() == 2
     settings.CARSITE_CLASSIFY_COMPUTE_SLOTS = 3
     assert runtime.compute_slot_count() == 3
@@ -130,3 +130,32 @@ def test_no_more_threads_compute_at_once_than_there_are_slots(settings, monkeypa
         thread.join()
 
     assert most_inside == 2
+
+
+def test_a_registered_bundle_is_served_by_onnx_runtime_unless_torch_is_asked_for(make_bundle, settings):
+    version = model_version_activate(model_version_register(make_bundle(["A a", "B b"], seed=4)))
+    onnx = runtime.get_active_model(ModelKind.CLASSIFIER)
+    assert onnx.predictor.backend == "onnxruntime" and onnx.version.pk == version.pk
+
+    settings.CARSITE_INFERENCE_BACKEND = "torch"
+    runtime.clear_loaded_models()
+    eager = runtime.get_active_model(ModelKind.CLASSIFIER)
+    assert eager.predictor.backend == "torch"
+    x = onnx.predictor.preprocess([_photo_array()])
+    assert abs(onnx.predictor.batch_probabilities(x) - eager.predictor.batch_probabilities(x)).max() <= 1e-5
+
+
+def test_requiring_onnx_runtime_refuses_a_bundle_without_its_export(make_bundle, settings):
+    from classifier.services.registry import model_version_bundle_dir
+
+    version = model_version_activate(model_version_register(make_bundle(["A a", "B b"], seed=5)))
+    (model_version_bundle_dir(version) / "onnx.json").unlink()
+    settings.CARSITE_INFERENCE_BACKEND = "onnxruntime"
+    with pytest.raises(runtime.ModelLoadError, match="no ONNX export"):
+        runtime.get_active_model(ModelKind.CLASSIFIER)
+
+
+def _photo_array():
+    from PIL import Image
+
+    return Image.new("RGB", (80, 60), (30, 120, 200))

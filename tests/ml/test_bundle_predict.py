@@ -3,17 +3,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from ml.bundle import Bundle, BundleIntegrityError, load_bundle, save_bundle
+from ml.bundle import BundleIntegrityError, load_bundle, save_bundle
 from ml.data import ManifestRecord, Split
 from ml.models import create_model
 from ml.predict import Prediction, Predictor
 from ml.presets import PreprocessConfig
 
-from .conftest import SHAPE_CLASSES
+from .conftest import CAR_PHOTOS, SHAPE_CLASSES
 
 PRE = PreprocessConfig(64, 64, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 
@@ -90,111 +91,84 @@ def test_not_a_bundle(tmp_path: Path) -> None:
         load_bundle(tmp_path)
 
 
-def test_predictor_runs_a_traced_graph_that_matches_the_eager_model(
-    model: torch.nn.Module, shapes: list[ManifestRecord], tmp_path: Path
-) -> None:
+@pytest.fixture
+def exported(model: torch.nn.Module, tmp_path: Path) -> Path:
+    """A bundle of ``model`` with its ONNX export."""
+    from ml.export import ensure_onnx_export
+
     _save(tmp_path / "b", model)
-    compiled = Predictor.from_bundle(tmp_path / "b", device="cpu")
-    eager = Predictor.from_bundle(tmp_path / "b", device="cpu", compile_model=False)
-    assert compiled.compiled and isinstance(compiled.model, torch.jit.ScriptModule)
-    assert not eager.compiled and not isinstance(eager.model, torch.jit.ScriptModule)
-    images = [r.path for r in shapes[:3]]  # a batch size the graph was not traced with
-    for got, expected in zip(compiled.probabilities(images), eager.probabilities(images), strict=True):
-        assert torch.allclose(got, expected, atol=1e-5)
+    assert ensure_onnx_export(tmp_path / "b") == tmp_path / "b" / "model.onnx"
+    return tmp_path / "b"
 
 
-class _BatchDependent(torch.nn.Module):
-    """Python control flow on the batch size: a trace at batch 1 records only one branch."""
+def test_an_exported_bundle_is_served_by_onnx_runtime_as_torch_serves_it(
+    exported: Path, shapes: list[ManifestRecord]
+) -> None:
+    meta = json.loads((exported / "onnx.json").read_text())
+    assert meta["bundle_version"] == load_bundle(exported).version and meta["opset"] >= 13
+    assert 0 <= meta["max_abs_difference"] <= 1e-4
+    assert "onnx" not in load_bundle(exported).meta  # bundle.json (content-hashed) is untouched
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pooled = x.mean(dim=(2, 3))
-        return pooled * 2 if x.shape[0] == 1 else pooled
+    onnx = Predictor.from_bundle(exported, num_threads=1)
+    eager = Predictor.from_bundle(exported, backend="torch")
+    assert (onnx.backend, eager.backend) == ("onnxruntime", "torch")
+    onnx.warmup()
+    images = [r.path for r in shapes[:4]]
+    got, expected = onnx.probabilities(images), eager.probabilities(images)
+    assert got.shape == expected.shape == (4, len(SHAPE_CLASSES))
+    assert float(np.abs(got - expected).max()) <= 1e-5
+    assert [p[0].label for p in onnx.predict(images)] == [p[0].label for p in eager.predict(images)]
+    assert np.array_equal(onnx.probabilities(images), got), "the same photos give the same answer"
 
 
-def test_a_model_the_trace_does_not_reproduce_stays_eager() -> None:
-    from ml.predict import compile_for_inference
+def test_serving_prepares_exactly_what_training_evaluation_prepares(
+    exported: Path, shapes: list[ManifestRecord]
+) -> None:
+    from ml.presets import ClassificationPresetEval
 
-    assert compile_for_inference(_BatchDependent().eval(), 8, torch.device("cpu")) is None
+    car_photos = sorted(CAR_PHOTOS.rglob("*.jpg"))[:4]
+    assert car_photos, f"no shared photos under {CAR_PHOTOS}"
+    images = [r.path for r in shapes[:2]] + car_photos
+    served = Predictor.from_bundle(exported).preprocess(images)
+    evaluated = torch.stack([ClassificationPresetEval.from_config(PRE)(Image.open(p)) for p in images])
+    assert served.dtype == np.float32 and np.array_equal(served, evaluated.numpy())
 
 
-def _no_tracing(*args: object, **kwargs: object) -> None:
-    raise AssertionError("traced again although a usable compiled graph was cached")
+@pytest.mark.parametrize("damage", ["stale", "truncated"])
+def test_an_export_that_is_not_this_bundles_is_not_served(exported: Path, damage: str) -> None:
+    if damage == "stale":  # made from another version of the bundle
+        meta_path = exported / "onnx.json"
+        meta_path.write_text(json.dumps({**json.loads(meta_path.read_text()), "bundle_version": "0" * 12}))
+    else:  # a copy cut short
+        onnx_path = exported / "model.onnx"
+        onnx_path.write_bytes(onnx_path.read_bytes()[:1000])
+    assert Predictor.from_bundle(exported).backend == "torch"
+    with pytest.raises(FileNotFoundError, match="no ONNX export"):
+        Predictor.from_bundle(exported, backend="onnxruntime")
 
 
-def _predictor_with_cached_graph(model: torch.nn.Module, tmp_path: Path) -> tuple[Predictor, Path, Path]:
-    """A predictor of ``model`` that compiled it into a fresh cache: (predictor, cache dir, the one graph file)."""
+def test_an_export_that_does_not_match_torch_is_refused_with_a_reason(
+    model: torch.nn.Module, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from ml import export
+
     _save(tmp_path / "b", model)
-    cache = tmp_path / "compiled"
-    predictor = Predictor.from_bundle(tmp_path / "b", device="cpu", compiled_cache_dir=cache)
-    [cached_file] = cache.iterdir()
-    return predictor, cache, cached_file
+    run_onnx = export._run_onnx
+    monkeypatch.setattr(export, "_run_onnx", lambda path, x: run_onnx(path, x) + 1e-3)
+
+    assert export.ensure_onnx_export(tmp_path / "b") is None
+    assert "differs from torch by 0.001" in caplog.text
+    assert not (tmp_path / "b" / "model.onnx").exists() and not (tmp_path / "b" / "onnx.json").exists()
+    assert [p.name for p in (tmp_path / "b").iterdir() if p.name.startswith(".")] == []  # no temporary left
+    assert Predictor.from_bundle(tmp_path / "b").backend == "torch"
 
 
-def test_a_cached_compiled_graph_is_reused_by_the_next_process(
-    model: torch.nn.Module, shapes: list[ManifestRecord], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    first, cache, cached_file = _predictor_with_cached_graph(model, tmp_path)
-    assert first.bundle.version in cached_file.name and "64px" in cached_file.name
-
-    monkeypatch.setattr(torch.jit, "trace", _no_tracing)
-    monkeypatch.setattr(Bundle, "load_model", _no_tracing)  # nor is the eager model built
-    second = Predictor.from_bundle(tmp_path / "b", device="cpu", compiled_cache_dir=cache)
-    assert second.compiled
-    images = [r.path for r in shapes[:3]]
-    assert torch.equal(second.probabilities(images), first.probabilities(images))
-
-
-def test_an_unreadable_cached_graph_is_compiled_again_and_replaced(
-    model: torch.nn.Module, shapes: list[ManifestRecord], tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    reference, cache, cached_file = _predictor_with_cached_graph(model, tmp_path)
-    cached_file.write_bytes(cached_file.read_bytes()[:1000])  # a write cut short
-
-    again = Predictor.from_bundle(tmp_path / "b", device="cpu", compiled_cache_dir=cache)
-    assert again.compiled and "ignoring the cached compiled model" in caplog.text
-    images = [r.path for r in shapes[:3]]
-    assert torch.equal(again.probabilities(images), reference.probabilities(images))
-    assert cached_file.stat().st_size > 1000 and list(cache.iterdir()) == [cached_file]
-
-
-def test_a_cache_that_cannot_be_written_only_costs_the_compile(
-    model: torch.nn.Module, tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    _save(tmp_path / "b", model)
-    blocker = tmp_path / "not-a-directory"
-    blocker.write_text("a file where the cache directory should be")
-    predictor = Predictor.from_bundle(tmp_path / "b", device="cpu", compiled_cache_dir=blocker / "compiled")
-    assert predictor.compiled and "could not cache the compiled model" in caplog.text
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "not-a-directory"]  # no temporary file left
-
-
-@pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
-def test_a_cached_graph_that_does_not_give_its_check_output_is_not_used(
-    model: torch.nn.Module, tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    from ml.predict import compile_for_inference, load_compiled
-
-    cache_path, other_path = tmp_path / "graph.pt", tmp_path / "other.pt"
-    assert compile_for_inference(model, 64, torch.device("cpu"), cache_path) is not None
-    assert load_compiled(cache_path, 64, torch.device("cpu")) is not None
-    # Another model's graph under this name, with this model's check output: it must be refused.
-    torch.manual_seed(1)
-    other = create_model("efficientnet_lite0", 3, "imagenet").eval()
-    assert compile_for_inference(other, 64, torch.device("cpu"), other_path) is not None
-    extra = {"expected_output.pt": b""}
-    torch.jit.load(str(cache_path), _extra_files=extra)
-    torch.jit.save(torch.jit.load(str(other_path)), str(cache_path), _extra_files=extra)
-
-    assert load_compiled(cache_path, 64, torch.device("cpu")) is None
-    assert "does not reproduce its check output" in caplog.text
-
-
+@pytest.mark.parametrize("backend", ["onnxruntime", "torch"])
 def test_a_batch_prepared_once_gives_the_same_answers(
-    model: torch.nn.Module, shapes: list[ManifestRecord], tmp_path: Path
+    exported: Path, shapes: list[ManifestRecord], backend: str
 ) -> None:
-    _save(tmp_path / "b", model)
-    first = Predictor.from_bundle(tmp_path / "b", device="cpu")
-    second = Predictor.from_bundle(tmp_path / "b", device="cpu")
+    first = Predictor.from_bundle(exported, backend=backend)
+    second = Predictor.from_bundle(exported, backend=backend)
     images = [r.path for r in shapes[:3]]
     assert second.same_preprocessing(first)
 
@@ -204,12 +178,12 @@ def test_a_batch_prepared_once_gives_the_same_answers(
     assert second.predict_batch(batch[[0, 2]], top_k=3) == second.predict([images[0], images[2]], top_k=3)
 
 
+@pytest.mark.parametrize("backend", ["onnxruntime", "torch"])
 def test_one_photo_per_forward_pass_answers_the_same_whatever_the_batch(
-    model: torch.nn.Module, shapes: list[ManifestRecord], tmp_path: Path
+    exported: Path, shapes: list[ManifestRecord], backend: str
 ) -> None:
-    _save(tmp_path / "b", model)
-    per_photo = Predictor.from_bundle(tmp_path / "b", device="cpu", forward_batch_size=1)
-    whole = Predictor.from_bundle(tmp_path / "b", device="cpu")
+    per_photo = Predictor.from_bundle(exported, forward_batch_size=1, backend=backend)
+    whole = Predictor.from_bundle(exported, backend=backend)
     images = [r.path for r in shapes[:5]]
 
     alone = [per_photo.probabilities([image])[0] for image in images]
@@ -217,6 +191,6 @@ def test_one_photo_per_forward_pass_answers_the_same_whatever_the_batch(
 
     # Bit for bit: a photo's answer does not depend on which photos shared its batch.
     for one, batched in zip(alone, together, strict=True):
-        assert torch.equal(one, batched)
-    assert torch.allclose(together, whole.probabilities(images), atol=1e-5)
+        assert np.array_equal(one, batched)
+    assert np.allclose(together, whole.probabilities(images), atol=1e-5)
     assert per_photo.probabilities([]).shape == (0, len(SHAPE_CLASSES))

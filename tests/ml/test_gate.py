@@ -91,14 +91,14 @@ def test_trained_gate_keeps_the_imagenet_head_beside_the_view_head(trained_gate,
 
     from ml.models import create_model
 
-    hybrid = Predictor.from_bundle(trained_gate[0], device="cpu", compile_model=False)
+    hybrid = Predictor.from_bundle(trained_gate[0], backend="torch")
     imagenet = create_model("efficientnet_lite0", 1000, weights="imagenet").eval()
     photo = next(CAR_PHOTOS / "images" / r["file"] for r in car_rows if r["view"] == "exterior")
     with Image.open(photo) as image:
-        x = hybrid.transform(image).unsqueeze(0)
+        x = hybrid.preprocess([image])
+    joined = hybrid.model(x)
     with torch.inference_mode():
-        joined = hybrid.model(x)
-        assert torch.allclose(joined[:, :1000], imagenet(x), atol=1e-4)
+        assert torch.allclose(torch.from_numpy(joined[:, :1000]), imagenet(torch.from_numpy(x)), atol=1e-4)
 
 
 def test_trained_gate_metrics_are_out_of_fold_over_every_photo(trained_gate) -> None:
@@ -141,3 +141,16 @@ def test_gate_cross_validation_scores_each_photo_with_a_head_that_never_saw_it(t
         for i in held_out:
             assert not {tuple(row.tolist()) for row in features.views[i]} & seen
     assert torch.isfinite(cv.logits).all() and cv.logits.shape == (18, 3)
+
+
+def test_the_hybrid_gate_answers_the_same_from_its_onnx_export(trained_gate, grace_hopper, car_rows) -> None:
+    import numpy as np
+
+    from ml.export import ensure_onnx_export
+
+    assert ensure_onnx_export(trained_gate[0]) is not None
+    onnx = Predictor.from_bundle(trained_gate[0])
+    eager = Predictor.from_bundle(trained_gate[0], backend="torch")
+    assert onnx.backend == "onnxruntime"
+    photos = [grace_hopper] + [CAR_PHOTOS / "images" / r["file"] for r in car_rows[:3]]
+    assert float(np.abs(onnx.probabilities(photos) - eager.probabilities(photos)).max()) <= 1e-5

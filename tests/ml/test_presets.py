@@ -7,7 +7,6 @@ import pytest
 import torch
 from PIL import Image
 
-from ml import presets
 from ml.presets import ClassificationPresetEval, ClassificationPresetTrain, PreprocessConfig, to_rgb
 
 from .conftest import CAR_PHOTOS
@@ -126,7 +125,8 @@ def test_animated_gif_uses_first_frame() -> None:
 
 
 def _torchvision_eval(cfg: PreprocessConfig):
-    """The eval transform as torchvision composes it: what ClassificationPresetEval must equal, bit for bit."""
+    """The eval transform as torchvision composes it on tensors (what ClassificationPresetEval was before it
+    became numpy and Pillow)."""
     from torchvision.transforms import v2 as T
     from torchvision.transforms.functional import InterpolationMode
 
@@ -150,16 +150,13 @@ def _noise(w: int, h: int, seed: int) -> Image.Image:
 
 
 @pytest.mark.parametrize("interpolation", ["bilinear", "bicubic", "nearest"])
-@pytest.mark.parametrize("float_path", [False, True], ids=["uint8-kernels", "float-kernels"])
-def test_eval_preset_equals_torchvision_bit_for_bit(
-    interpolation: str, float_path: bool, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    if float_path:  # as on a CPU without AVX2: both resize through float32 and round back
-        from torchvision.transforms.v2.functional import _geometry
-
-        monkeypatch.setattr(_geometry, "_do_native_uint8_resize_on_cpu", lambda mode: False)
-        monkeypatch.setattr(presets, "_resizes_uint8_natively", lambda mode: False)
-    photos = sorted(CAR_PHOTOS.rglob("*.jpg"))[:6] if CAR_PHOTOS.is_dir() else []
+def test_eval_preset_matches_torchvision_within_one_pixel_level(interpolation: str) -> None:
+    """Pillow's antialiased filters round some pixels the other way than torch's kernels. On real photos: at
+    most one level of 255 (1 / 255 / std after normalising) bilinear, two bicubic, in under 1% of the
+    values. Random noise, all edges, differs in up to a quarter of them, by one level bilinear (bicubic's
+    overshoot on noise is clamped at another step, levels apart: not compared). Nearest is exact."""
+    photos = sorted(CAR_PHOTOS.rglob("*.jpg"))[:6]
+    assert photos, f"no shared photos under {CAR_PHOTOS}"
     images = [Image.open(p) for p in photos] + [
         _noise(320, 240, 1),  # landscape
         _noise(240, 320, 2),  # portrait
@@ -167,6 +164,7 @@ def test_eval_preset_equals_torchvision_bit_for_bit(
         _noise(333, 97, 4),  # wide, odd sizes
         _noise(150, 180, 5),  # upscaled
     ]
+    photo_count = len(photos)
     for cfg in (
         PreprocessConfig(interpolation=interpolation),
         PreprocessConfig(crop_size=240, resize_size=200, interpolation=interpolation),  # crop pads
@@ -176,11 +174,21 @@ def test_eval_preset_equals_torchvision_bit_for_bit(
         PreprocessConfig(interpolation=interpolation, frame_size=(61, 97)),
     ):
         ours, reference = ClassificationPresetEval.from_config(cfg), _torchvision_eval(cfg)
-        for image in images:
+        one_level = torch.tensor(cfg.std).view(3, 1, 1).reciprocal() / 255
+        for index, image in enumerate(images):
             rgb = to_rgb(image)
             got, expected = ours(rgb), reference(rgb)
             assert got.shape == expected.shape == (3, *cfg.input_size)
-            assert torch.equal(got, expected), (cfg, image.size)
+            difference = (got - expected).abs()
+            if interpolation == "nearest":
+                assert torch.equal(got, expected), (cfg, image.size)
+            else:
+                if index >= photo_count and interpolation == "bicubic":
+                    continue
+                levels = 2 if interpolation == "bicubic" else 1
+                assert bool((difference <= levels * one_level * 1.001).all()), (cfg, image.size)
+                if index < photo_count:
+                    assert float((difference > 1e-6).float().mean()) < 0.01, (cfg, image.size)
 
 
 def test_an_unknown_interpolation_is_refused() -> None:

@@ -73,10 +73,10 @@ def test_the_bundle_records_out_of_fold_figures_and_calibration(shapes, tmp_path
     predictor = Predictor(bundle, device="cpu")
     img = load_rgb(records[0].path)
     eval_x = ClassificationPresetEval.from_config(cfg.preprocess())(img)
-    assert torch.equal(predictor.preprocess([img])[0], eval_x)
+    assert torch.equal(torch.from_numpy(predictor.preprocess([img])[0]), eval_x)
     with torch.inference_mode():
         expected = (model(eval_x[None]) / temperature).softmax(1)
-    torch.testing.assert_close(predictor.probabilities([img]), expected, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(torch.from_numpy(predictor.probabilities([img])), expected, atol=1e-4, rtol=1e-4)
 
 
 def test_the_two_phase_recipe_cross_validates_with_fixed_epochs(shapes, tmp_path: Path) -> None:
