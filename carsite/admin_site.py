@@ -1,10 +1,12 @@
 """The admin site, with failed sign-ins counted per account and per address and refused past a limit.
 
 Counts live in the cache (Redis in production, so every web worker sees them) for a fixed window from the
-first failure. While an account or an address is over its limit the password is not even checked.
+first failure. While an account or an address is over its limit the password is not even checked. While
+the cache is unreachable sign-ins are not limited (and say so in the log) rather than all refused.
 """
 
 import hashlib
+import logging
 
 from django.conf import settings
 from django.contrib import admin
@@ -15,6 +17,7 @@ from django.http import HttpRequest, HttpResponse
 from rest_framework.throttling import BaseThrottle
 
 RATE_LIMITED = "rate_limited"
+logger = logging.getLogger(__name__)
 
 
 def _counters(request: HttpRequest, username: str) -> list[tuple[str, int]]:
@@ -27,23 +30,33 @@ def _counters(request: HttpRequest, username: str) -> list[tuple[str, int]]:
 
 
 def admin_login_blocked(request: HttpRequest, username: str) -> bool:
-    return any((cache.get(key) or 0) >= limit for key, limit in _counters(request, username))
+    try:
+        return any((cache.get(key) or 0) >= limit for key, limit in _counters(request, username))
+    except Exception as exc:  # the cache's server is down: sign-ins are not limited meanwhile (logged)
+        logger.warning("admin sign-in limits not applied: the cache is unavailable (%s)", exc)
+        return False
 
 
 def admin_login_failed(request: HttpRequest, username: str) -> None:
-    for key, _limit in _counters(request, username):
-        cache.add(key, 0, timeout=settings.ADMIN_LOGIN_FAILURE_WINDOW)
-        try:
-            cache.incr(key)
-        except ValueError:  # the window ran out between add and incr
-            cache.set(key, 1, timeout=settings.ADMIN_LOGIN_FAILURE_WINDOW)
+    try:
+        for key, _limit in _counters(request, username):
+            cache.add(key, 0, timeout=settings.ADMIN_LOGIN_FAILURE_WINDOW)
+            try:
+                cache.incr(key)
+            except ValueError:  # the window ran out between add and incr
+                cache.set(key, 1, timeout=settings.ADMIN_LOGIN_FAILURE_WINDOW)
+    except Exception as exc:
+        logger.warning("admin sign-in failure not counted: the cache is unavailable (%s)", exc)
 
 
 def admin_login_succeeded(request: HttpRequest, username: str) -> None:
     """A right password clears its account's count; the address keeps its count, or one valid login would
     reset an attacker's allowance for guessing other accounts."""
     account_key, _limit = _counters(request, username)[0]
-    cache.delete(account_key)
+    try:
+        cache.delete(account_key)
+    except Exception as exc:
+        logger.warning("admin sign-in count not cleared: the cache is unavailable (%s)", exc)
 
 
 class RateLimitedAdminAuthenticationForm(AdminAuthenticationForm):

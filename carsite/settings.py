@@ -116,6 +116,12 @@ CACHES = {
     if CACHE_URL
     else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "carsite"}
 }
+if CACHES["default"]["BACKEND"] == "django.core.cache.backends.redis.RedisCache":
+    # Seconds a cache call may wait on Redis: a hung Redis must not hold every upload (throttles then let it through).
+    CACHE_TIMEOUT = env.float("CACHE_TIMEOUT", default=0.5)
+    CACHES["default"].setdefault("OPTIONS", {}).update(
+        socket_timeout=CACHE_TIMEOUT, socket_connect_timeout=CACHE_TIMEOUT
+    )
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

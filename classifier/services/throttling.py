@@ -2,13 +2,18 @@
 
 Anonymous callers are counted by address (REMOTE_ADDR, or the X-Forwarded-For entry vouched for by the
 ``TRUSTED_PROXY_COUNT`` proxies in front), signed-in and token users by account (``classify_anon`` and
-``classify_user`` rates). A batch of ten photos takes ten. The counts live in the default cache.
+``classify_user`` rates). A batch of ten photos takes ten. The counts live in the default cache; while
+it is unreachable nothing is counted and every request is let through (an outage of the cache's Redis
+must not refuse every upload).
 """
 
+import logging
 from typing import Any
 
 from rest_framework.settings import api_settings
 from rest_framework.throttling import SimpleRateThrottle
+
+logger = logging.getLogger(__name__)
 
 
 class UploadThrottled(Exception):
@@ -61,7 +66,12 @@ class PhotoRateThrottle(SimpleRateThrottle):
 def uploads_throttle(request: Any, photos: int) -> None:
     """Take ``photos`` from the caller's upload allowance, or raise ``UploadThrottled`` with the seconds to wait."""
     throttle = PhotoRateThrottle()
-    if not throttle.allow_photos(request, photos):
+    try:
+        allowed = throttle.allow_photos(request, photos)
+    except Exception as exc:  # whatever the cache backend raises when its server is down
+        logger.warning("upload throttle not counting: the cache is unavailable (%s)", exc)
+        return
+    if not allowed:
         raise UploadThrottled(throttle.wait())
 
 
@@ -75,3 +85,10 @@ class FeedbackRateThrottle(SimpleRateThrottle):
 
     def get_cache_key(self, request: Any, view: Any) -> str:
         return self.cache_format % {"scope": self.scope, "ident": _client_ident(self, request)}
+
+    def allow_request(self, request: Any, view: Any) -> bool:
+        try:
+            return super().allow_request(request, view)
+        except Exception as exc:  # whatever the cache backend raises when its server is down
+            logger.warning("feedback throttle not counting: the cache is unavailable (%s)", exc)
+            return True

@@ -361,3 +361,58 @@ def test_a_live_worker_renews_its_lease_so_its_job_is_never_requeued(settings, t
     job.refresh_from_db()
     assert seen == {"requeued": 0}
     assert (job.status, job.attempts) == (ClassificationStatus.DONE, 1)
+
+
+# --- the cache's Redis (upload throttling) refuses or never answers ---
+
+
+@pytest.fixture
+def cache_at(settings):
+    """Point the default cache (the upload and feedback throttles' counts) at a Redis URL, until the test ends."""
+    saved = settings.CACHES
+
+    def use(url: str) -> None:
+        settings.CACHES = {
+            "default": {
+                "BACKEND": "django.core.cache.backends.redis.RedisCache",
+                "LOCATION": url,
+                "OPTIONS": {"socket_timeout": 0.5, "socket_connect_timeout": 0.5},
+            }
+        }
+
+    yield use
+    settings.CACHES = saved  # before the other fixtures' teardown clears the cache
+
+
+@pytest.mark.parametrize("outage", ["refuses", "never answers"])
+def test_uploads_are_accepted_while_the_cache_and_broker_redis_is_down(
+    client, broker, black_hole, cache_at, django_capture_on_commit_callbacks, outage
+):
+    # In production the cache is the broker's Redis: both go down together.
+    port = _free_port() if outage == "refuses" else black_hole.port
+    broker.use(f"redis://127.0.0.1:{port}/0")
+    cache_at(f"redis://127.0.0.1:{port}/1")
+
+    with hang_guard(), django_capture_on_commit_callbacks(execute=True):
+        api = client.post(URL, {"image": _jpeg()})
+        page = client.post("/classify/", {"image": _jpeg()})
+
+    assert api.status_code == 202, api.content
+    assert page.status_code == 302
+    jobs = Classification.objects.all()
+    assert jobs.count() == 2
+    assert all(job.status == ClassificationStatus.QUEUED and job.task_unsent_since for job in jobs)
+
+
+def test_the_settings_give_a_redis_cache_socket_timeouts():
+    import subprocess
+    import sys
+
+    code = (
+        "import django; django.setup(); from django.conf import settings; "
+        "print(settings.CACHES['default']['OPTIONS'])"
+    )
+    env = {**__import__("os").environ, "DJANGO_SETTINGS_MODULE": "carsite.settings", "DEBUG": "1",
+           "CELERY_BROKER_URL": "redis://127.0.0.1:6379/5", "CACHE_URL": "", "CACHE_TIMEOUT": "0.25"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert "'socket_timeout': 0.25" in out and "'socket_connect_timeout': 0.25" in out
