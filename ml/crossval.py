@@ -54,9 +54,12 @@ class CrossValidation:
         return rows
 
     def summary(self) -> dict[str, Any]:
-        """Mean and spread (population standard deviation) of each figure across folds."""
+        """Mean and spread (population standard deviation) of each figure across folds.
+
+        No wall time here: these become the bundle's metrics, and its version hash must not change between
+        two identical runs."""
         per_fold = self.fold_metrics()
-        out: dict[str, Any] = {"folds": len(per_fold), "n": len(self.targets), "seconds": round(self.seconds, 1)}
+        out: dict[str, Any] = {"folds": len(per_fold), "n": len(self.targets)}
         for key in ("top1", "top3"):
             values = [row[key] for row in per_fold]
             out[f"{key}_mean"] = statistics.fmean(values)

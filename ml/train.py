@@ -37,7 +37,14 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from ml.crossval import CrossValidation
 from ml.data import ImageManifestDataset, ManifestRecord, Split, group_near_duplicates, read_manifest, split_grouped
-from ml.models import backbone_modules, create_model, default_preprocess, head_parameters, set_backbone_trainable
+from ml.models import (
+    LITE_PARAMS,
+    backbone_modules,
+    create_model,
+    default_preprocess,
+    head_parameters,
+    set_backbone_trainable,
+)
 from ml.presets import ClassificationPresetEval, ClassificationPresetTrain, PreprocessConfig
 
 log = logging.getLogger("ml.train")
@@ -110,6 +117,8 @@ def classifier_recipe(arch: str = "efficientnet_lite0") -> TrainConfig:
     the plain, mirrored and four augmented views of each photo are cached, and the linear head trained on
     them for a fixed 60 epochs. With the trunk frozen, the centre crop (77.7% top-1) did as well as the whole
     frame at 240x320 (73.5%) or lite2 (77.2%); whole-network fine-tuning was too slow to cross-validate here."""
+    if arch not in LITE_PARAMS:  # ResNet-50/101 with the user's weights: split_tail knows only Lite trunks
+        return TrainConfig(arch=arch)
     return TrainConfig(
         arch=arch, auto_augment="colorjitter", min_scale=0.35, tail_blocks=-1, cached_views=4, epochs_head=0,
         epochs_finetune=60, lr_finetune=1e-3, warmup_epochs=1, batch_size=32, label_smoothing=0.1,

@@ -85,3 +85,11 @@ def test_the_two_phase_recipe_cross_validates_with_fixed_epochs(shapes, tmp_path
     cv, model = cross_validate_and_fit(cfg, records, SHAPE_CLASSES, k=3, work_dir=tmp_path)
     assert cv.logits.shape == (len(records), 3) and sorted(set(cv.folds)) == [0, 1, 2]
     assert not model.training
+
+
+def test_a_resnet_gets_the_two_phase_recipe_not_the_lite_only_frozen_trunk():
+    from ml.train import classifier_recipe
+
+    lite, resnet = classifier_recipe("efficientnet_lite0"), classifier_recipe("resnet50")
+    assert lite.tail_blocks == -1  # only EfficientNet-Lite trunks can be split (ml.train.split_tail)
+    assert (resnet.arch, resnet.tail_blocks) == ("resnet50", None)
