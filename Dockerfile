@@ -8,12 +8,12 @@ RUN apt-get update && apt-get install -y --no-install-recommends libjpeg62-turbo
 # EXTRAS=serve (the default) serves the models' ONNX exports without torch; EXTRAS=serve,train can also train
 # (torch from its CPU wheel index).
 ARG EXTRAS=serve
-COPY pyproject.toml ./
+COPY pyproject.toml requirements.lock ./
 RUN python -c "import os, tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
 extras = [e for e in os.environ['EXTRAS'].split(',') if e]; \
 print('\n'.join(p['dependencies'] + [d for e in extras for d in p['optional-dependencies'][e]]))" \
         > /tmp/requirements.txt \
-    && pip install --extra-index-url https://download.pytorch.org/whl/cpu -r /tmp/requirements.txt
+    && pip install --extra-index-url https://download.pytorch.org/whl/cpu -c requirements.lock -r /tmp/requirements.txt
 COPY README.md manage.py ./
 COPY carsite carsite
 COPY catalog catalog

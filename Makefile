@@ -10,15 +10,23 @@ RUN_ENV := DEBUG=$${DEBUG-1} CARSITE_SHARED_DATA_DIR=$(SHARED_DATA)
 # The set-up commands print their own summaries; the log says only what goes wrong.
 SETUP_ENV := $(RUN_ENV) LOG_LEVEL=$${LOG_LEVEL-WARNING}
 
-.PHONY: install run setup test lint
+.PHONY: install lock run setup test lint
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# The versions in requirements.lock (pip constraints), so every install gets what was tested.
+$(VENV)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade --quiet pip
-	$(PY) -m pip install --quiet -e '.[dev,train,serve]'
+	$(PY) -m pip install --quiet -c requirements.lock -e '.[dev,train,serve]'
 	touch $@
+
+# After a dependency change in pyproject.toml: install it unconstrained, then record what was installed.
+lock:
+	$(PY) -m pip install --quiet -e '.[dev,train,serve]'
+	{ echo "# Every dependency's version, as tested: pip constraints for make install, the serving install and the image."; \
+	  echo "# Regenerate with 'make lock' after changing pyproject.toml's dependencies."; \
+	  $(PY) -m pip freeze --exclude-editable | grep -v '^carsite' | LC_ALL=C sort -f; } > requirements.lock
 
 setup: install
 	$(SETUP_ENV) $(PY) manage.py migrate --noinput -v 0
