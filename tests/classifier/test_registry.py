@@ -302,17 +302,26 @@ def test_the_site_does_not_serve_model_bundles_as_media(client, make_bundle):
     assert resolve("/media/catalog/photo.jpg").func is serve  # photos are still served
 
 
-def test_export_models_gives_older_stored_versions_their_export(make_bundle):
+def test_export_models_gives_older_stored_versions_their_export(
+    make_bundle, monkeypatch, settings, tmp_path, tmp_path_factory
+):
     from io import StringIO
 
     from django.core.management import call_command
 
-    version = model_version_register(make_bundle(["Acura MDX", "Audi A4"], seed=9))
-    stored = model_version_bundle_dir(version)
-    (stored / "onnx.json").unlink()  # as an older registration left it
+    from classifier.services import registry
+
+    source = tmp_path / "bundle"
+    shutil.copytree(make_bundle(["Acura MDX", "Audi A4"], seed=9), source)
+    with monkeypatch.context() as old_registration:  # registered before exports existed
+        old_registration.setattr(registry, "_export_onnx", lambda bundle_dir: None)
+        version = model_version_register(source)
+    assert "onnx.json" not in stored_names(version)
+
     out = StringIO()
     call_command("export_models", version.version, stdout=out)
-    assert (stored / "onnx.json").is_file() and "1 model versions have their ONNX export" in out.getvalue()
-    default_storage.delete(f"{version.bundle_path}/onnx.json")  # the stored copy lacked it too
-    call_command("export_models", version.version, stdout=StringIO())
-    assert "onnx.json" in stored_names(version), "the export is stored for the other hosts"
+    assert (model_version_bundle_dir(version) / "onnx.json").is_file()
+    assert "1 model versions have their ONNX export" in out.getvalue()
+    assert {"model.onnx", "onnx.json"} <= set(stored_names(version)), "the export is stored for the other hosts"
+    as_another_host(settings, tmp_path_factory)
+    assert (model_version_bundle_dir(version) / "onnx.json").is_file()
