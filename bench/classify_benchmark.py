@@ -103,8 +103,10 @@ def set_autogroup_nice(pid: int, nice: int) -> None:
     try:
         Path(f"/proc/{pid}/autogroup").write_text(str(nice))
     except OSError as exc:
-        print(f"note: could not set the worker's autogroup nice ({exc}); nice ranks it only in its session",
-              file=sys.stderr)
+        print(
+            f"note: could not set the worker's autogroup nice ({exc}); nice ranks it only in its session",
+            file=sys.stderr,
+        )
 
 
 def children(pid: int) -> list[int]:
@@ -158,8 +160,9 @@ def measure_compute_here(photos_dir: Path, threads: int) -> int:
     django.setup()
     payloads = [p.read_bytes() for p in sorted(photos_dir.glob("*.jpg"))]
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        timings = list(pool.map(steady_compute_ms, [payloads] * threads, [80] * threads,
-                                [119 * n for n in range(threads)]))
+        timings = list(
+            pool.map(steady_compute_ms, [payloads] * threads, [80] * threads, [119 * n for n in range(threads)])
+        )
     print(json.dumps(timings))
     return 0
 
@@ -168,7 +171,11 @@ def measure_compute(env: dict[str, str], photos_dir: Path, threads: int) -> list
     """Steady compute timings per thread, measured in a fresh process (see ``measure_compute_here``)."""
     output = subprocess.run(
         [PYTHON, __file__, "--measure-compute", str(threads), "--photos", str(photos_dir)],
-        cwd=REPO, env=env, check=True, capture_output=True, text=True,
+        cwd=REPO,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     return json.loads(output.strip().splitlines()[-1])
 
@@ -181,8 +188,11 @@ def train_demo_models(photos_dir: Path) -> float:
     from classifier.demo import DEMO_TRAINING, ensure_demo_models
 
     started = time.perf_counter()
-    ensure_demo_models(photos_dir, training=replace(DEMO_TRAINING, cv_folds=0),
-                       say=lambda message: print(f"  {message}", file=sys.stderr))
+    ensure_demo_models(
+        photos_dir,
+        training=replace(DEMO_TRAINING, cv_folds=0),
+        say=lambda message: print(f"  {message}", file=sys.stderr),
+    )
     return time.perf_counter() - started
 
 
@@ -190,8 +200,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gate-bundle", type=Path, help="serve this gate bundle (default: train the demo's)")
     parser.add_argument("--classifier-bundle", type=Path, help="serve this classifier (default: train the demo's)")
-    parser.add_argument("--demo-photos", type=Path, default=REPO.parent / "shared" / "data" / "car-photos",
-                        help="labelled photos (manifest.csv + images/) the demo models are trained on")
+    parser.add_argument(
+        "--demo-photos",
+        type=Path,
+        default=REPO.parent / "shared" / "data" / "car-photos",
+        help="labelled photos (manifest.csv + images/) the demo models are trained on",
+    )
     parser.add_argument("--photos", type=Path, help="photos to upload (default: DEMO_PHOTOS/images)")
     parser.add_argument("--backends", default=",".join(BACKENDS), help="CARSITE_INFERENCE_BACKEND of each worker")
     parser.add_argument("--clients", type=int, default=20)
@@ -202,17 +216,28 @@ def main() -> int:
     parser.add_argument("--pool", choices=["threads", "prefork"], default="threads")
     # Web and worker share 2 cores here: a niced worker lets uploads be accepted promptly at peak.
     parser.add_argument("--worker-nice", type=int, default=10)
-    parser.add_argument("--concurrency", type=int, default=3,
-                        help="worker pool size (threads; the models run on at most one per core at a time)")
-    parser.add_argument("--inference-threads", type=int, default=1,
-                        help="CARSITE_INFERENCE_THREADS (per model call)")
-    parser.add_argument("--forward-batch", type=int, default=1,
-                        help="CARSITE_CLASSIFY_FORWARD_BATCH of the worker (photos per model call; 0 = whole batch)")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=3,
+        help="worker pool size (threads; the models run on at most one per core at a time)",
+    )
+    parser.add_argument("--inference-threads", type=int, default=1, help="CARSITE_INFERENCE_THREADS (per model call)")
+    parser.add_argument(
+        "--forward-batch",
+        type=int,
+        default=1,
+        help="CARSITE_CLASSIFY_FORWARD_BATCH of the worker (photos per model call; 0 = whole batch)",
+    )
     parser.add_argument("--prefetch", type=int, default=1, help="worker prefetch multiplier")
     parser.add_argument("--uploads", type=int, default=200)
     parser.add_argument("--sequential", type=int, default=50)
-    parser.add_argument("--backlog", type=int, default=600,
-                        help="uploads queued with the worker stopped, then drained to measure throughput")
+    parser.add_argument(
+        "--backlog",
+        type=int,
+        default=600,
+        help="uploads queued with the worker stopped, then drained to measure throughput",
+    )
     parser.add_argument("--postgres", default="postgres://postgres@127.0.0.1:5432")
     parser.add_argument("--redis", default=f"redis://127.0.0.1:6379/{REDIS_DB}")
     parser.add_argument("--measure-compute", type=int, default=0, metavar="THREADS", help=argparse.SUPPRESS)
@@ -301,10 +326,28 @@ def main() -> int:
         logs = work / "logs"
         logs.mkdir()
         web = subprocess.Popen(
-            [PYTHON, "-m", "gunicorn", "carsite.wsgi", "-b", f"127.0.0.1:{port}", "-w", str(args.web_workers),
-             "--worker-class", "gthread", "--threads", str(args.web_threads), "--keep-alive", "30",
-             "--log-level", "warning"],
-            cwd=REPO, env=env, stdout=(logs / "gunicorn.log").open("wb"), stderr=subprocess.STDOUT,
+            [
+                PYTHON,
+                "-m",
+                "gunicorn",
+                "carsite.wsgi",
+                "-b",
+                f"127.0.0.1:{port}",
+                "-w",
+                str(args.web_workers),
+                "--worker-class",
+                "gthread",
+                "--threads",
+                str(args.web_threads),
+                "--keep-alive",
+                "30",
+                "--log-level",
+                "warning",
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=(logs / "gunicorn.log").open("wb"),
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         processes.append(web)
@@ -394,12 +437,34 @@ def main() -> int:
 
         def start_worker(name: str, log: Path) -> subprocess.Popen:
             worker = subprocess.Popen(
-                ["nice", "-n", str(args.worker_nice), PYTHON, "-m", "celery", "-A", "carsite", "worker",
-                 "-Q", "default,ml", "-c", str(args.concurrency), "--pool", args.pool,
-                 "--prefetch-multiplier", str(args.prefetch),
-                 "-l", "warning", "-n", f"{name}-{os.getpid()}@%h"],
-                cwd=REPO, env=env,
-                stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
+                [
+                    "nice",
+                    "-n",
+                    str(args.worker_nice),
+                    PYTHON,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "carsite",
+                    "worker",
+                    "-Q",
+                    "default,ml",
+                    "-c",
+                    str(args.concurrency),
+                    "--pool",
+                    args.pool,
+                    "--prefetch-multiplier",
+                    str(args.prefetch),
+                    "-l",
+                    "warning",
+                    "-n",
+                    f"{name}-{os.getpid()}@%h",
+                ],
+                cwd=REPO,
+                env=env,
+                stdout=log.open("wb"),
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
             set_autogroup_nice(worker.pid, args.worker_nice)
             processes.append(worker)
@@ -448,7 +513,8 @@ def main() -> int:
             with ThreadPoolExecutor(max_workers=args.clients) as pool:
                 per_visitor = max(1, args.uploads // args.clients)
                 figures["accept visitors"] = [
-                    elapsed for batch in pool.map(visitor, range(args.clients), [per_visitor] * args.clients)
+                    elapsed
+                    for batch in pool.map(visitor, range(args.clients), [per_visitor] * args.clients)
                     for elapsed in batch
                 ]
             figures["accept busy"], busy_ids = concurrent_uploads(args.uploads // 2)
@@ -470,17 +536,25 @@ def main() -> int:
             restarted = time.time()
             worker = start_worker(f"{backend}-2", logs / f"worker-{backend}-2.log")
             wait_drained(ids, timeout=900)
-            jobs = list(Classification.objects.filter(pk__in=ids).values(
-                "started_at", "finished_at", "status", "decode_ms", "gate_ms", "classifier_ms",
-            ))
+            jobs = list(
+                Classification.objects.filter(pk__in=ids).values(
+                    "started_at",
+                    "finished_at",
+                    "status",
+                    "decode_ms",
+                    "gate_ms",
+                    "classifier_ms",
+                )
+            )
             stop(worker)
             figures["failed"] = sum(1 for job in jobs if job["status"] != ClassificationStatus.DONE)
             first_start = min(j["started_at"] for j in jobs)
             span = (max(j["finished_at"] for j in jobs) - first_start).total_seconds()
             figures["throughput"] = len(jobs) / span
             figures["restart"] = min(j["finished_at"] for j in jobs).timestamp() - restarted
-            figures["drain"] = {name: statistics.median(j[f"{name}_ms"] or 0 for j in jobs)
-                                for name in ("decode", "gate", "classifier")}
+            figures["drain"] = {
+                name: statistics.median(j[f"{name}_ms"] or 0 for j in jobs) for name in ("decode", "gate", "classifier")
+            }
             steady_after = measure_compute(env, args.photos, 1)[0]
             steady = min(steady_before, steady_after, key=statistics.median)
             figures["compute"] = statistics.median(steady)
@@ -529,33 +603,54 @@ def print_results(args: argparse.Namespace, results: dict[str, dict], bundles: l
         return [fmt(results[b]) for b in backends]
 
     print("carsite classification benchmark: the same services, models and photos, one worker per backend")
-    print(f"  machine: {os.cpu_count()} CPUs (shared: load average "
-          + ", ".join(f"{results[b]['load before']:.1f} before {b}" for b in backends)
-          + f"); gunicorn {args.web_workers} x {args.web_threads} threads; celery {args.pool} pool "
-          f"-c {args.concurrency} (nice {args.worker_nice}), {args.inference_threads} inference thread(s) per "
-          f"model call, one job per task, forward batch {args.forward_batch or 'whole'}")
-    print(f"  models ({models_source}): gate {gate.version} ({gate.mode}, {gate.arch}), classifier "
-          f"{classifier.version} ({classifier.arch}, {len(classifier.labels)} labels)")
+    print(
+        f"  machine: {os.cpu_count()} CPUs (shared: load average "
+        + ", ".join(f"{results[b]['load before']:.1f} before {b}" for b in backends)
+        + f"); gunicorn {args.web_workers} x {args.web_threads} threads; celery {args.pool} pool "
+        f"-c {args.concurrency} (nice {args.worker_nice}), {args.inference_threads} inference thread(s) per "
+        f"model call, one job per task, forward batch {args.forward_batch or 'whole'}"
+    )
+    print(
+        f"  models ({models_source}): gate {gate.version} ({gate.mode}, {gate.arch}), classifier "
+        f"{classifier.version} ({classifier.arch}, {len(classifier.labels)} labels)"
+    )
     row("", backends, "target")
-    row("compute per photo, warm (ms)", each(lambda r: f"{r['compute']:.1f}"),
-        f"ONNX Runtime <= {COMPUTE_RATIO_TARGET} x torch")
+    row(
+        "compute per photo, warm (ms)",
+        each(lambda r: f"{r['compute']:.1f}"),
+        f"ONNX Runtime <= {COMPUTE_RATIO_TARGET} x torch",
+    )
     row("worker RSS, both models (MB)", each(lambda r: f"{r['rss']:.0f}"), f"<= {RSS_TARGET_MB} MB (ONNX Runtime)")
     row("worker PSS, both models (MB)", each(lambda r: f"{r['pss']:.0f}"))
     row("worker start -> first result (s)", each(lambda r: f"{r['start']:.2f}"), f"<= {START_TARGET_S:g} s")
     row(f"  again, {args.backlog} jobs queued (s)", each(lambda r: f"{r['restart']:.2f}"))
     row("throughput (photos/s)", each(lambda r: f"{r['throughput']:.2f}"))
-    row("  of the two-core bound", each(lambda r: f"{r['throughput'] / r['bound']:.0%}"),
-        f">= {THROUGHPUT_TARGET:.0%} (bound: 2 cores / warm compute)")
+    row(
+        "  of the two-core bound",
+        each(lambda r: f"{r['throughput'] / r['bound']:.0%}"),
+        f">= {THROUGHPUT_TARGET:.0%} (bound: 2 cores / warm compute)",
+    )
     row("  of 2 threads computing side by side", each(lambda r: f"{r['throughput'] / r['pair rate']:.0%}"))
-    row("end-to-end, warm, one at a time (ms)", each(lambda r: f"{percentile(r['e2e'], .5):.0f} / "
-                                                     f"{percentile(r['e2e'], .99):.0f}"), "p50 / p99")
-    row(f"accept, {args.clients} waiting clients (ms)", each(lambda r: f"{percentile(r['accept visitors'], .5):.0f} / "
-                                                    f"{percentile(r['accept visitors'], .99):.0f}"),
-        f"p50 / p99; p99 <= {ACCEPT_P99_TARGET_MS} ms")
-    row(f"accept, {args.clients} back to back (ms)", each(lambda r: f"{percentile(r['accept busy'], .5):.0f} / "
-                                                  f"{percentile(r['accept busy'], .99):.0f}"), "p50 / p99, saturation")
-    row("drain: decode / gate / classifier (ms)", each(lambda r: "{decode:.1f} / {gate:.0f} / {classifier:.0f}".format(
-        **r["drain"])), "median per photo while draining")
+    row(
+        "end-to-end, warm, one at a time (ms)",
+        each(lambda r: f"{percentile(r['e2e'], 0.5):.0f} / {percentile(r['e2e'], 0.99):.0f}"),
+        "p50 / p99",
+    )
+    row(
+        f"accept, {args.clients} waiting clients (ms)",
+        each(lambda r: f"{percentile(r['accept visitors'], 0.5):.0f} / {percentile(r['accept visitors'], 0.99):.0f}"),
+        f"p50 / p99; p99 <= {ACCEPT_P99_TARGET_MS} ms",
+    )
+    row(
+        f"accept, {args.clients} back to back (ms)",
+        each(lambda r: f"{percentile(r['accept busy'], 0.5):.0f} / {percentile(r['accept busy'], 0.99):.0f}"),
+        "p50 / p99, saturation",
+    )
+    row(
+        "drain: decode / gate / classifier (ms)",
+        each(lambda r: "{decode:.1f} / {gate:.0f} / {classifier:.0f}".format(**r["drain"])),
+        "median per photo while draining",
+    )
     failed = {b: results[b]["failed"] for b in backends if results[b]["failed"]}
     if failed:
         print(f"  WARNING: jobs failed: {failed}")
@@ -571,10 +666,12 @@ def print_results(args: argparse.Namespace, results: dict[str, dict], bundles: l
     for backend in backends:
         r = results[backend]
         checks[f"{backend}: start -> first result {r['start']:.2f} s (<= {START_TARGET_S:g})"] = (
-            r["start"] <= START_TARGET_S)
+            r["start"] <= START_TARGET_S
+        )
         share = r["throughput"] / r["bound"]
         checks[f"{backend}: throughput {share:.0%} of the bound (>= {THROUGHPUT_TARGET:.0%})"] = (
-            share >= THROUGHPUT_TARGET)
+            share >= THROUGHPUT_TARGET
+        )
         p99 = percentile(r["accept visitors"], 0.99)
         checks[f"{backend}: accept p99 {p99:.0f} ms (<= {ACCEPT_P99_TARGET_MS})"] = p99 <= ACCEPT_P99_TARGET_MS
     print("  targets: " + "; ".join(f"{name} {'met' if ok else 'NOT met'}" for name, ok in checks.items()))

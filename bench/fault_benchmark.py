@@ -136,15 +136,18 @@ def photo(index: int) -> bytes:
 def multipart(data: bytes) -> tuple[str, bytes]:
     boundary = uuid.uuid4().hex
     body = (
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"car.jpg\"\r\n"
-        "Content-Type: image/jpeg\r\n\r\n"
-    ).encode() + data + f"\r\n--{boundary}--\r\n".encode()
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="car.jpg"\r\n'
+            "Content-Type: image/jpeg\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
     return f"multipart/form-data; boundary={boundary}", body
 
 
 def as_postgres(*command: str) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *command]
-
 
 
 def wait_until_one_runs(ids: list[str], timeout: float = 60.0) -> bool:
@@ -157,6 +160,7 @@ def wait_until_one_runs(ids: list[str], timeout: float = 60.0) -> bool:
             return False
         time.sleep(0.05)
     return True
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -184,22 +188,51 @@ def main() -> int:
 
     def pg_ctl(action: str) -> None:
         subprocess.run(
-            as_postgres(str(pg_bin / "pg_ctl"), "-D", str(pg_data), "-l", str(pg_log), "-w", "-m", "fast",
-                        "-o", f"-p {pg_port} -k {pg_sock} -c listen_addresses=127.0.0.1", action),
-            check=True, stdout=subprocess.DEVNULL,
+            as_postgres(
+                str(pg_bin / "pg_ctl"),
+                "-D",
+                str(pg_data),
+                "-l",
+                str(pg_log),
+                "-w",
+                "-m",
+                "fast",
+                "-o",
+                f"-p {pg_port} -k {pg_sock} -c listen_addresses=127.0.0.1",
+                action,
+            ),
+            check=True,
+            stdout=subprocess.DEVNULL,
         )
 
     try:
-        subprocess.run(as_postgres(str(pg_bin / "initdb"), "-D", str(pg_data), "-U", "postgres", "--auth=trust"),
-                       check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            as_postgres(str(pg_bin / "initdb"), "-D", str(pg_data), "-U", "postgres", "--auth=trust"),
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         pg_ctl("start")
         pg_started = True
-        subprocess.run(as_postgres(str(pg_bin / "createdb"), "-h", "127.0.0.1", "-p", str(pg_port), "carsite"),
-                       check=True)
+        subprocess.run(
+            as_postgres(str(pg_bin / "createdb"), "-h", "127.0.0.1", "-p", str(pg_port), "carsite"), check=True
+        )
         redis = subprocess.Popen(
-            ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(work)],
-            stdout=(work / "redis.log").open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                "redis-server",
+                "--port",
+                str(redis_port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(work),
+            ],
+            stdout=(work / "redis.log").open("wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         processes.append(redis)
         relay = Relay(broker_port, redis_port)
@@ -243,21 +276,67 @@ def main() -> int:
         logs.mkdir()
 
         def start(name: str, command: list[str]) -> subprocess.Popen:
-            process = subprocess.Popen(command, cwd=REPO, env=env, stdout=(logs / f"{name}.log").open("ab"),
-                                       stderr=subprocess.STDOUT, start_new_session=True)
+            process = subprocess.Popen(
+                command,
+                cwd=REPO,
+                env=env,
+                stdout=(logs / f"{name}.log").open("ab"),
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
             processes.append(process)
             return process
 
-        start("gunicorn", [PYTHON, "-m", "gunicorn", "carsite.wsgi", "-b", f"127.0.0.1:{web_port}", "-w", "2",
-                           "--worker-class", "gthread", "--threads", "4", "--timeout", "30", "--log-level", "warning"])
+        start(
+            "gunicorn",
+            [
+                PYTHON,
+                "-m",
+                "gunicorn",
+                "carsite.wsgi",
+                "-b",
+                f"127.0.0.1:{web_port}",
+                "-w",
+                "2",
+                "--worker-class",
+                "gthread",
+                "--threads",
+                "4",
+                "--timeout",
+                "30",
+                "--log-level",
+                "warning",
+            ],
+        )
 
         def start_worker(name: str) -> subprocess.Popen:
-            return start(name, [PYTHON, "-m", "celery", "-A", "carsite", "worker", "-Q", "default,ml", "--pool",
-                                "threads", "-c", "3", "-l", "warning", "-n", f"{name}-{os.getpid()}@%h"])
+            return start(
+                name,
+                [
+                    PYTHON,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "carsite",
+                    "worker",
+                    "-Q",
+                    "default,ml",
+                    "--pool",
+                    "threads",
+                    "-c",
+                    "3",
+                    "-l",
+                    "warning",
+                    "-n",
+                    f"{name}-{os.getpid()}@%h",
+                ],
+            )
 
         worker = start_worker("worker-1")
-        start("beat", [PYTHON, "-m", "celery", "-A", "carsite", "beat", "-l", "warning",
-                       "-s", str(work / "beat-schedule")])
+        start(
+            "beat",
+            [PYTHON, "-m", "celery", "-A", "carsite", "beat", "-l", "warning", "-s", str(work / "beat-schedule")],
+        )
 
         def call(method: str, path: str, body: bytes = b"", headers: dict | None = None) -> tuple[int, bytes]:
             conn = http.client.HTTPConnection("127.0.0.1", web_port, timeout=60)
@@ -315,8 +394,9 @@ def main() -> int:
 
         results = []
 
-        def report(name: str, answers: list[tuple[float, int, str]], back_at: float, interrupted: set[str],
-                   expect: int = 202) -> None:
+        def report(
+            name: str, answers: list[tuple[float, int, str]], back_at: float, interrupted: set[str], expect: int = 202
+        ) -> None:
             ids = [job_id for _, status, job_id in answers if status == 202]
             done_after = wait_done(ids, args.deadline)
             waited = time.monotonic() - back_at
@@ -351,16 +431,29 @@ def main() -> int:
             print("no job started", file=sys.stderr)
             return 2
         # A job running when the database goes away cannot write its result: it is redone once more.
-        interrupted = {str(pk) for pk in Classification.objects.filter(
-            pk__in=ids, status=ClassificationStatus.RUNNING).values_list("pk", flat=True)}
+        interrupted = {
+            str(pk)
+            for pk in Classification.objects.filter(pk__in=ids, status=ClassificationStatus.RUNNING).values_list(
+                "pk", flat=True
+            )
+        }
         connections.close_all()
         pg_ctl("stop")
         during = [upload() for _ in range(args.photos)]
         time.sleep(args.outage)
         pg_ctl("start")
         back = time.monotonic()
-        print(json.dumps({"fault": "c uploads while PostgreSQL is down", "answers": sorted({s for _, s, _ in during}),
-                          "answer_max_s": round(max(e for e, _, _ in during), 2), "expected": 503}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "fault": "c uploads while PostgreSQL is down",
+                    "answers": sorted({s for _, s, _ in during}),
+                    "answer_max_s": round(max(e for e, _, _ in during), 2),
+                    "expected": 503,
+                }
+            ),
+            flush=True,
+        )
         print(json.dumps({"fault": "c PostgreSQL stopped", "running_at_stop": len(interrupted)}), flush=True)
         report("c PostgreSQL stopped (jobs uploaded just before)", before, back, interrupted)
 
@@ -374,14 +467,20 @@ def main() -> int:
         os.killpg(worker.pid, signal.SIGKILL)
         killed_at = time.monotonic()
         worker.wait()
-        interrupted = {str(pk) for pk in Classification.objects.filter(
-            pk__in=ids, status=ClassificationStatus.RUNNING).values_list("pk", flat=True)}
+        interrupted = {
+            str(pk)
+            for pk in Classification.objects.filter(pk__in=ids, status=ClassificationStatus.RUNNING).values_list(
+                "pk", flat=True
+            )
+        }
         print(json.dumps({"fault": "d worker killed", "running_at_kill": len(interrupted)}), flush=True)
         start_worker("worker-2")
         report("d worker SIGKILLed mid-job (time from its death)", answers, killed_at, interrupted)
 
         ok = all(
-            line["lost"] == 0 and line["run_twice"] == 0 and line["answer_max_s"] <= 3
+            line["lost"] == 0
+            and line["run_twice"] == 0
+            and line["answer_max_s"] <= 3
             and line["done_after_back_s"] is not None
             for line in results
         )
@@ -404,8 +503,11 @@ def main() -> int:
                 from django.db import connections
 
                 connections.close_all()
-            subprocess.run(as_postgres(str(pg_bin / "pg_ctl"), "-D", str(pg_data), "-w", "-m", "fast", "stop"),
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            subprocess.run(
+                as_postgres(str(pg_bin / "pg_ctl"), "-D", str(pg_data), "-w", "-m", "fast", "stop"),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
         shutil.rmtree(work, ignore_errors=True)
         if work.exists():
             print(f"could not remove {work}", file=sys.stderr)

@@ -52,8 +52,10 @@ def main() -> int:
             started = time.perf_counter()
             call()
             times[name].append((time.perf_counter() - started) * 1000)
-    print(f"{bundle.kind} {bundle.version} ({bundle.arch}, input {bundle.preprocess.input_size}), batch 1, "
-          f"1 thread, {args.runs} interleaved runs each:")
+    print(
+        f"{bundle.kind} {bundle.version} ({bundle.arch}, input {bundle.preprocess.input_size}), batch 1, "
+        f"1 thread, {args.runs} interleaved runs each:"
+    )
     for name, values in times.items():
         print(f"  {name:20s} median {statistics.median(values):6.1f} ms  p10 {np.percentile(values, 10):6.1f} ms")
     return 0

@@ -83,13 +83,15 @@ VARIANTS: dict[str, Callable[[], TrainConfig]] = {
 
 
 def cv_line(metrics: dict) -> str:
-    return (f"top-1 {100 * metrics['top1_mean']:.1f} ± {100 * metrics['top1_std']:.1f}%  "
-            f"top-3 {100 * metrics['top3_mean']:.1f} ± {100 * metrics['top3_std']:.1f}%  "
-            f"coverage at {100 * metrics['target_precision']:.0f}% precision {100 * metrics['coverage']:.1f}% "
-            f"(± {100 * metrics['coverage_std']:.1f} over folds; "
-            f"answered right {100 * metrics['answered_precision']:.1f}%)  "
-            f"ECE {100 * metrics['ece_uncalibrated']:.1f}% -> {100 * metrics['ece_calibrated']:.1f}% "
-            f"(folds' spread ± {100 * metrics['ece_calibrated_std']:.1f}; T {metrics['temperature']:.2f})")
+    return (
+        f"top-1 {100 * metrics['top1_mean']:.1f} ± {100 * metrics['top1_std']:.1f}%  "
+        f"top-3 {100 * metrics['top3_mean']:.1f} ± {100 * metrics['top3_std']:.1f}%  "
+        f"coverage at {100 * metrics['target_precision']:.0f}% precision {100 * metrics['coverage']:.1f}% "
+        f"(± {100 * metrics['coverage_std']:.1f} over folds; "
+        f"answered right {100 * metrics['answered_precision']:.1f}%)  "
+        f"ECE {100 * metrics['ece_uncalibrated']:.1f}% -> {100 * metrics['ece_calibrated']:.1f}% "
+        f"(folds' spread ± {100 * metrics['ece_calibrated_std']:.1f}; T {metrics['temperature']:.2f})"
+    )
 
 
 def time_forward(model: nn.Module, size: int | tuple[int, int], runs: int) -> float:
@@ -122,11 +124,13 @@ def _fewer_views(features: GateFeatures, full: GateRecipe, recipe: GateRecipe) -
 
 
 def _recall_line(m: dict) -> str:
-    return (f"macro recall {m['macro_recall']:.3f} (folds {m['macro_recall_fold_mean']:.3f} ± "
-            f"{m['macro_recall_fold_std']:.3f}) | exterior {m['recall_exterior']:.3f}, interior "
-            f"{m['recall_interior']:.3f} (folds {m['recall_interior_fold_mean']:.3f} ± "
-            f"{m['recall_interior_fold_std']:.3f}), other {m['recall_other']:.3f} (folds "
-            f"{m['recall_other_fold_mean']:.3f} ± {m['recall_other_fold_std']:.3f})")
+    return (
+        f"macro recall {m['macro_recall']:.3f} (folds {m['macro_recall_fold_mean']:.3f} ± "
+        f"{m['macro_recall_fold_std']:.3f}) | exterior {m['recall_exterior']:.3f}, interior "
+        f"{m['recall_interior']:.3f} (folds {m['recall_interior_fold_mean']:.3f} ± "
+        f"{m['recall_interior_fold_std']:.3f}), other {m['recall_other']:.3f} (folds "
+        f"{m['recall_other_fold_mean']:.3f} ± {m['recall_other_fold_std']:.3f})"
+    )
 
 
 def gate_cross_validation(rows: list[dict[str, str]], out: Path, quick: bool) -> tuple[Path, list[str]]:
@@ -137,8 +141,10 @@ def gate_cross_validation(rows: list[dict[str, str]], out: Path, quick: bool) ->
     full = GateRecipe(mirror=True, crops=2, close_ups=3)
     if quick:
         views = views[::4]
-    lines = [f"{len(views)} photos ({', '.join(f'{v} {sum(r.label == v for r in views)}' for v in GATE_LABELS)}), "
-             f"{len({r.group for r in views})} near-duplicate groups; grouped 5-fold cross-validation, seed {SEED}"]
+    lines = [
+        f"{len(views)} photos ({', '.join(f'{v} {sum(r.label == v for r in views)}' for v in GATE_LABELS)}), "
+        f"{len({r.group for r in views})} near-duplicate groups; grouped 5-fold cross-validation, seed {SEED}"
+    ]
     t = time.perf_counter()
     features = gate_features(views, full)
     lines.append(f"features of every photo and view, computed once: {time.perf_counter() - t:.0f}s")
@@ -151,8 +157,10 @@ def gate_cross_validation(rows: list[dict[str, str]], out: Path, quick: bool) ->
     zs = probs * torch.tensor([10.0 if v == "interior" else 1.0 for v in GATE_LABELS])
     targets = torch.tensor([GATE_LABELS.index(r.label) for r in views])
     zs_recall = [float((zs.argmax(1)[targets == c] == c).float().mean()) for c in range(3)]
-    lines.append(f"  zero-shot gate (ImageNet groups, no training): macro recall {statistics.fmean(zs_recall):.3f} | "
-                 + ", ".join(f"{v} {r:.3f}" for v, r in zip(GATE_LABELS, zs_recall, strict=True)))
+    lines.append(
+        f"  zero-shot gate (ImageNet groups, no training): macro recall {statistics.fmean(zs_recall):.3f} | "
+        + ", ".join(f"{v} {r:.3f}" for v, r in zip(GATE_LABELS, zs_recall, strict=True))
+    )
     for name, changes in GATE_VARIANTS.items():
         recipe = replace(GateRecipe(), **changes)
         t = time.perf_counter()
@@ -165,8 +173,10 @@ def gate_cross_validation(rows: list[dict[str, str]], out: Path, quick: bool) ->
     t, cpu = time.perf_counter(), time.process_time()
     gate_dir = out / "gate"
     metrics = train_gate(views, gate_dir)
-    lines.append(f"deployed gate (GateRecipe()), cross-validated and trained on all {len(views)} photos in "
-                 f"{time.perf_counter() - t:.0f}s ({time.process_time() - cpu:.0f} CPU s): {_recall_line(metrics)}")
+    lines.append(
+        f"deployed gate (GateRecipe()), cross-validated and trained on all {len(views)} photos in "
+        f"{time.perf_counter() - t:.0f}s ({time.process_time() - cpu:.0f} CPU s): {_recall_line(metrics)}"
+    )
     from matplotlib import cbook
 
     hopper = Predictor.from_bundle(gate_dir).predict([cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)])
@@ -205,13 +215,18 @@ def main() -> int:
 
     # ---------------- classifier: make + model on exterior photos, grouped k-fold cross-validation
     # other-car photos show a rival's car: no make+model label, but their view label is still right
-    ext = [ManifestRecord(Path(r["path"]), f"{r['make']} {r['model']}") for r in rows
-           if r["view"] == "exterior" and r["subject"] == "labelled-model"]
+    ext = [
+        ManifestRecord(Path(r["path"]), f"{r['make']} {r['model']}")
+        for r in rows
+        if r["view"] == "exterior" and r["subject"] == "labelled-model"
+    ]
     ext = group_near_duplicates(ext)
     labels = sorted({r.label for r in ext})
     n_groups = len({r.group for r in ext})
-    print(f"classifier data: {len(ext)} photos, {n_groups} near-duplicate groups, {len(labels)} classes; "
-          f"{a.folds}-fold grouped cross-validation (seed {SEED})")
+    print(
+        f"classifier data: {len(ext)} photos, {n_groups} near-duplicate groups, {len(labels)} classes; "
+        f"{a.folds}-fold grouped cross-validation (seed {SEED})"
+    )
     cfg = classifier_recipe(a.arch)
     if a.quick:
         cfg = replace(cfg, epochs_finetune=1, cached_views=0)
@@ -227,8 +242,14 @@ def main() -> int:
         temperature, threshold = cv.calibration()
         vmetrics = cv.report(out / f"variant-{name}" / "report", temperature, threshold)
         vmetrics["target_precision"] = 0.9
-        variant_rows.append((name, vmetrics, time.perf_counter() - t,
-                             time_forward(model, vcfg.preprocess().input_size, 5 if a.quick else 20)))
+        variant_rows.append(
+            (
+                name,
+                vmetrics,
+                time.perf_counter() - t,
+                time_forward(model, vcfg.preprocess().input_size, 5 if a.quick else 20),
+            )
+        )
 
     # ---------------- gate: exterior / interior / other
     t = time.perf_counter()
@@ -251,16 +272,20 @@ def main() -> int:
     runs = 5 if a.quick else 20
     speed = {
         "gate hybrid efficientnet_lite0 (deployed)": time_forward(
-            gate_pred.model.model, gate_pred.bundle.preprocess.input_size, runs),
+            gate_pred.model.model, gate_pred.bundle.preprocess.input_size, runs
+        ),
         f"classifier {a.arch} (trained bundle)": time_forward(
-            pred.model.model, pred.bundle.preprocess.input_size, runs),
+            pred.model.model, pred.bundle.preprocess.input_size, runs
+        ),
     }
     for arch in ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"):
         if arch != a.arch:
             speed[f"classifier {arch} (ImageNet weights, new head)"] = time_forward(
-                create_model(arch, len(labels), "imagenet"), default_preprocess(arch).crop_size, runs)
+                create_model(arch, len(labels), "imagenet"), default_preprocess(arch).crop_size, runs
+            )
     speed["classifier resnet50 (RANDOM init, timing only)"] = time_forward(
-        create_model("resnet50", len(labels), None), 224, runs)
+        create_model("resnet50", len(labels), None), 224, runs
+    )
     gate_pred.warmup()
     pred.warmup()
     pair_ms = []
@@ -273,9 +298,11 @@ def main() -> int:
     # ---------------- report
     print()
     print(f"=== make+model classifier, {metrics['folds']}-fold grouped cross-validation over {metrics['n']} photos ===")
-    print(f"recipe {cfg.arch}, input {cfg.preprocess().input_size} (whole frame={cfg.frame_size is not None}), "
-          f"tail blocks {cfg.tail_blocks}, {cfg.epochs_finetune} epochs at lr {cfg.lr_finetune:g}, "
-          f"{cfg.cached_views} augmented views + plain + mirrored per photo")
+    print(
+        f"recipe {cfg.arch}, input {cfg.preprocess().input_size} (whole frame={cfg.frame_size is not None}), "
+        f"tail blocks {cfg.tail_blocks}, {cfg.epochs_finetune} epochs at lr {cfg.lr_finetune:g}, "
+        f"{cfg.cached_views} augmented views + plain + mirrored per photo"
+    )
     print(f"out-of-fold, mean ± spread over folds: {cv_line(metrics)}")
     print(f"abstain threshold {metrics['abstain_threshold']:.3f}; CV + final training wall time {t_ours:.0f}s")
     print("per-class report over all out-of-fold predictions:")
@@ -289,13 +316,17 @@ def main() -> int:
         print(line)
     print()
     print("=== speed (CPU, fp32, 2 threads) ===")
-    print(f"bundle load (Predictor.from_bundle): classifier {1000 * load_clf_s:.0f} ms, "
-          f"gate {1000 * load_gate_s:.0f} ms (target <= 3000 ms)")
+    print(
+        f"bundle load (Predictor.from_bundle): classifier {1000 * load_clf_s:.0f} ms, "
+        f"gate {1000 * load_gate_s:.0f} ms (target <= 3000 ms)"
+    )
     for k, v in speed.items():
         print(f"forward batch 1: {k}: {v:.1f} ms/image")
-    print(f"deployed gate + classifier per photo (decode + preprocess + both models, batch 1): "
-          f"median {statistics.median(pair_ms):.1f} ms, max {max(pair_ms):.1f} ms over {len(pair_ms)} photos "
-          f"(target <= 100 ms on one quiet core)")
+    print(
+        f"deployed gate + classifier per photo (decode + preprocess + both models, batch 1): "
+        f"median {statistics.median(pair_ms):.1f} ms, max {max(pair_ms):.1f} ms over {len(pair_ms)} photos "
+        f"(target <= 100 ms on one quiet core)"
+    )
     print(f"total wall time: {time.perf_counter() - t_total:.0f}s")
     return 0
 

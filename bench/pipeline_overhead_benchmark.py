@@ -42,16 +42,18 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="carsite-pipeline-bench-"))
     db_name = f"carsite_pipeline_bench_{os.getpid()}"
-    os.environ.update({
-        "DATABASE_URL": f"{args.postgres}/{db_name}",
-        "CELERY_BROKER_URL": "",
-        "MEDIA_ROOT": str(work / "media"),
-        "CARSITE_MODELS_DIR": str(work / "models"),
-        "SECRET_KEY": secrets.token_urlsafe(50),
-        "DEBUG": "0",
-        "LOG_LEVEL": "WARNING",
-        "DJANGO_SETTINGS_MODULE": "carsite.settings",
-    })
+    os.environ.update(
+        {
+            "DATABASE_URL": f"{args.postgres}/{db_name}",
+            "CELERY_BROKER_URL": "",
+            "MEDIA_ROOT": str(work / "media"),
+            "CARSITE_MODELS_DIR": str(work / "models"),
+            "SECRET_KEY": secrets.token_urlsafe(50),
+            "DEBUG": "0",
+            "LOG_LEVEL": "WARNING",
+            "DJANGO_SETTINGS_MODULE": "carsite.settings",
+        }
+    )
     import psycopg
 
     with psycopg.connect(f"{args.postgres}/postgres", autocommit=True) as admin:
@@ -89,22 +91,28 @@ def main() -> int:
             wall, cpu, db_cpu = time.perf_counter(), time.process_time(), backend_cpu_seconds(backend)
             for job_id in ids[1:]:
                 classification_run(job_id)
-            rounds.append((
-                (time.process_time() - cpu) * 1000 / count,
-                (backend_cpu_seconds(backend) - db_cpu) * 1000 / count,
-                (time.perf_counter() - wall) * 1000 / count,
-            ))
+            rounds.append(
+                (
+                    (time.process_time() - cpu) * 1000 / count,
+                    (backend_cpu_seconds(backend) - db_cpu) * 1000 / count,
+                    (time.perf_counter() - wall) * 1000 / count,
+                )
+            )
             done = finished.count()
             if done != len(ids):
                 print(f"only {done} of {len(ids)} jobs finished", file=sys.stderr)
                 return 1
         best = min(rounds, key=lambda r: r[0] + r[1])
         print("carsite job pipeline overhead (no models; claim + decode + write, one job after another)")
-        print(f"  {args.jobs} jobs x {args.rounds} rounds, best round: process CPU {best[0]:.2f} ms/job, "
-              f"PostgreSQL backend CPU {best[1]:.2f} ms/job, wall {best[2]:.2f} ms/job")
-        print("  every round (process CPU / backend CPU / wall, ms/job): "
-              + "; ".join(f"{p:.2f} / {b:.2f} / {w:.2f}" for p, b, w in rounds)
-              + f"; median wall {statistics.median(r[2] for r in rounds):.2f}")
+        print(
+            f"  {args.jobs} jobs x {args.rounds} rounds, best round: process CPU {best[0]:.2f} ms/job, "
+            f"PostgreSQL backend CPU {best[1]:.2f} ms/job, wall {best[2]:.2f} ms/job"
+        )
+        print(
+            "  every round (process CPU / backend CPU / wall, ms/job): "
+            + "; ".join(f"{p:.2f} / {b:.2f} / {w:.2f}" for p, b, w in rounds)
+            + f"; median wall {statistics.median(r[2] for r in rounds):.2f}"
+        )
         return 0
     finally:
         from django.db import connections

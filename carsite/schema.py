@@ -53,7 +53,6 @@ class AutoSchema(SpectacularAutoSchema):
                 )
         return responses
 
-
     def _error_answers(self) -> dict[str, str]:
         answers = {}
         is_list = self.method == "GET" and self._is_list_view()

@@ -239,9 +239,7 @@ class CarModelViewSet(IdOrSlugLookupMixin, viewsets.ModelViewSet):
         request={"multipart/form-data": CarImageUploadSerializer},
         responses={
             201: CarImageSerializer,
-            400: OpenApiResponse(
-                ErrorSerializer, description="Not an acceptable image, or a field is invalid."
-            ),
+            400: OpenApiResponse(ErrorSerializer, description="Not an acceptable image, or a field is invalid."),
             409: OpenApiResponse(
                 ErrorSerializer, description="This car model already has this image (or a near-copy)."
             ),

@@ -135,9 +135,7 @@ class Specification(TimeStampedModel):
     raw = models.JSONField(default=dict, blank=True, help_text="The source rows as published, unparsed.")
 
     class Meta:
-        constraints = _non_negative(
-            "displacement_l", "front_wheel_size_in", "length_in", "width_in", "height_in"
-        )
+        constraints = _non_negative("displacement_l", "front_wheel_size_in", "length_in", "width_in", "height_in")
 
     def __str__(self) -> str:
         return f"Specifications of {self.car_model.label}"

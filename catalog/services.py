@@ -185,9 +185,7 @@ def car_image_add(
         raise ValueError(f"Unknown image origin {origin!r}")
     limits = limits or imaging.limits_from_settings()
     normalised = imaging.normalise(data, limits)
-    threshold = (
-        settings.CARSITE_NEAR_DUPLICATE_DISTANCE if near_duplicate_distance is None else near_duplicate_distance
-    )
+    threshold = settings.CARSITE_NEAR_DUPLICATE_DISTANCE if near_duplicate_distance is None else near_duplicate_distance
     with transaction.atomic():
         # Serialise image writes per car model so two workers cannot both pass the duplicate check.
         CarModel.objects.select_for_update().filter(pk=car_model.pk).first()

@@ -76,7 +76,14 @@ class ModelVersionAdmin(admin.ModelAdmin):
     search_fields = ("version", "architecture", "notes")
     ordering = ("-created_at",)
     readonly_fields = (
-        "kind", "version", "architecture", "bundle_path", "is_active", "activated_at", "created_at", "labels",
+        "kind",
+        "version",
+        "architecture",
+        "bundle_path",
+        "is_active",
+        "activated_at",
+        "created_at",
+        "labels",
     )
     fields = readonly_fields + ("notes",)
     inlines = (ModelVersionLabelInline,)
@@ -156,8 +163,12 @@ class ModelVersionAdmin(admin.ModelAdmin):
             report = model_version_report(version)
             extra_context.update(
                 metric_rows=[
-                    (label, version.metrics[name] if not isinstance(version.metrics[name], float)
-                     else f"{version.metrics[name]:.4f}")
+                    (
+                        label,
+                        version.metrics[name]
+                        if not isinstance(version.metrics[name], float)
+                        else f"{version.metrics[name]:.4f}",
+                    )
                     for name, label in METRIC_LABELS
                     if name in (version.metrics or {})
                 ],
@@ -170,4 +181,3 @@ class ModelVersionAdmin(admin.ModelAdmin):
                 version_obj=version,
             )
         return super().change_view(request, object_id, form_url, extra_context)
-

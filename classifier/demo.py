@@ -163,8 +163,11 @@ def ensure_demo_models(
         f"{'Reused' if trained.reused_cached_bundle else 'Trained'} and activated the demo classifier "
         f"{trained.model_version} on {len(trained.training_set.records)} photos of "
         f"{len(trained.training_set.labels)} models"
-        + (f" (top-1 {top1:.0%} over {trained.metrics.get('folds')}-fold cross-validation)"
-           if isinstance(top1, float) and trained.metrics.get("folds") else "")
+        + (
+            f" (top-1 {top1:.0%} over {trained.metrics.get('folds')}-fold cross-validation)"
+            if isinstance(top1, float) and trained.metrics.get("folds")
+            else ""
+        )
         + (f"; dropped for too few photos: {dropped}" if dropped else "")
         + "."
     )

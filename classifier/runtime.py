@@ -143,4 +143,3 @@ def loaded_models() -> dict[str, LoadedModel]:
 def clear_loaded_models() -> None:
     with _lock:
         _loaded.clear()
-

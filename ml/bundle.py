@@ -30,9 +30,7 @@ if TYPE_CHECKING:
 WEIGHTS_FILE = "weights.safetensors"
 META_FILE = "bundle.json"
 SPLIT_FILE = "split.json"
-REPORT_FILES = (
-    "report.csv", "report.md", "confusion_matrix.png", "curves.png", "risk_coverage.png", "metrics.json"
-)
+REPORT_FILES = ("report.csv", "report.md", "confusion_matrix.png", "curves.png", "risk_coverage.png", "metrics.json")
 # fields that describe *when/how* rather than *what*: excluded from the content hash
 _UNHASHED = ("version", "created_at")
 

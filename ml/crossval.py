@@ -66,7 +66,6 @@ class CrossValidation:
             out[f"{key}_std"] = statistics.pstdev(values)
         return out
 
-
     def calibration(self, target_precision: float = 0.9) -> tuple[float, float]:
         """(temperature, abstain threshold) fitted on the out-of-fold predictions: honest without a held-out
         split, because every prediction comes from a model that never saw the photo."""
@@ -85,14 +84,16 @@ class CrossValidation:
         fold_ece = [expected_calibration_error(probs[rows], self.targets[rows]) for rows in fold_rows]
         fold_coverage = [answered_share(probs[rows], self.targets[rows], threshold)[0] for rows in fold_rows]
         metrics.update(self.summary())
-        metrics.update({
-            "evaluated_on": f"out-of-fold ({len(set(self.folds))}-fold grouped cross-validation)",
-            "abstain_threshold": threshold,
-            "coverage": coverage,
-            "answered_precision": precision,
-            "coverage_std": statistics.pstdev(fold_coverage),
-            "ece_calibrated_std": statistics.pstdev(fold_ece),
-        })
+        metrics.update(
+            {
+                "evaluated_on": f"out-of-fold ({len(set(self.folds))}-fold grouped cross-validation)",
+                "abstain_threshold": threshold,
+                "coverage": coverage,
+                "answered_precision": precision,
+                "coverage_std": statistics.pstdev(fold_coverage),
+                "ece_calibrated_std": statistics.pstdev(fold_ece),
+            }
+        )
         (Path(out_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
         return metrics
 

@@ -72,9 +72,7 @@ class ImageManifestDataset(Dataset):
         self.class_to_idx = dict(class_to_idx)
         self.transform = transform
         self.targets = [self.class_to_idx[r.label] for r in self.records]
-        self._cache: list[Image.Image] | None = (
-            [load_rgb(r.path) for r in self.records] if cache else None
-        )
+        self._cache: list[Image.Image] | None = [load_rgb(r.path) for r in self.records] if cache else None
 
     def __len__(self) -> int:
         return len(self.records)

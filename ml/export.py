@@ -67,7 +67,10 @@ def export_onnx(bundle: Bundle) -> Path | None:
         if not difference <= ONNX_MAX_ABS_DIFFERENCE:
             logger.warning(
                 "no ONNX export for %s %s: it differs from torch by %.2g (more than %g)",
-                bundle.kind, bundle.version, difference, ONNX_MAX_ABS_DIFFERENCE,
+                bundle.kind,
+                bundle.version,
+                difference,
+                ONNX_MAX_ABS_DIFFERENCE,
             )
             return None
         os.chmod(temporary, 0o644)  # mkstemp's 0600 would hide it from workers running as another user
@@ -93,8 +96,13 @@ def _export(model: torch.nn.Module, probe: np.ndarray, path: Path) -> None:
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # TracerWarnings about the fixed input size the bundle records anyway
         torch.onnx.export(
-            model, (example,), str(path), dynamo=False, opset_version=OPSET,
-            input_names=["input"], output_names=["logits"],
+            model,
+            (example,),
+            str(path),
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=["input"],
+            output_names=["logits"],
             dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
         )
 

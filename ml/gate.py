@@ -34,9 +34,25 @@ GATE_LABELS = ["exterior", "interior", "other"]
 # frontal car shots are often top-1 "grille"; "car wheel" is NOT: a wheel close-up is a detail
 # shot ("other" in our view labels), not an exterior view of the model.
 EXTERIOR_CLASSES = [
-    "ambulance", "beach wagon", "cab", "convertible", "grille", "jeep", "limousine", "minibus", "minivan",
-    "Model T", "moving van", "pickup", "police van", "racer", "recreational vehicle", "sports car",
-    "tow truck", "go-kart", "golfcart",
+    "ambulance",
+    "beach wagon",
+    "cab",
+    "convertible",
+    "grille",
+    "jeep",
+    "limousine",
+    "minibus",
+    "minivan",
+    "Model T",
+    "moving van",
+    "pickup",
+    "police van",
+    "racer",
+    "recreational vehicle",
+    "sports car",
+    "tow truck",
+    "go-kart",
+    "golfcart",
 ]
 # Cabin details that exist as ImageNet classes (there is no "steering wheel"/"dashboard" class).
 INTERIOR_CLASSES = ["seat belt", "odometer", "car mirror", "CD player", "cassette player", "radio"]
@@ -74,10 +90,21 @@ def build_zero_shot_gate(
     """Write a kind="gate", mode="imagenet_groups" bundle with the pretrained ImageNet head kept."""
     model = create_model(arch, 1000, weights="imagenet").eval()
     save_bundle(
-        out_dir, model, kind="gate", arch=arch, labels=GATE_LABELS, preprocess=default_preprocess(arch),
-        temperature=1.0, abstain_threshold=0.0, mode="imagenet_groups",
-        extra={"groups": imagenet_groups(), "group_weights": dict(group_weights or DEFAULT_GROUP_WEIGHTS),
-               "exterior_classes": EXTERIOR_CLASSES, "interior_classes": INTERIOR_CLASSES},
+        out_dir,
+        model,
+        kind="gate",
+        arch=arch,
+        labels=GATE_LABELS,
+        preprocess=default_preprocess(arch),
+        temperature=1.0,
+        abstain_threshold=0.0,
+        mode="imagenet_groups",
+        extra={
+            "groups": imagenet_groups(),
+            "group_weights": dict(group_weights or DEFAULT_GROUP_WEIGHTS),
+            "exterior_classes": EXTERIOR_CLASSES,
+            "interior_classes": INTERIOR_CLASSES,
+        },
     )
     return Path(out_dir)
 
@@ -132,11 +159,13 @@ def gate_features(records: Sequence[ManifestRecord], recipe: GateRecipe) -> Gate
     eval_tf = ClassificationPresetEval.from_config(pre)
     tail = [T.RandomHorizontalFlip(), T.ToDtype(torch.float32, scale=True), T.Normalize(list(pre.mean), list(pre.std))]
     crop_tf = T.Compose([T.PILToTensor(), T.RandomResizedCrop(pre.crop_size, scale=(0.35, 1.0), antialias=True), *tail])
-    close_tf = T.Compose([
-        T.PILToTensor(),
-        T.RandomResizedCrop(pre.crop_size, scale=recipe.close_up_scale, ratio=(0.75, 4 / 3), antialias=True),
-        *tail,
-    ])
+    close_tf = T.Compose(
+        [
+            T.PILToTensor(),
+            T.RandomResizedCrop(pre.crop_size, scale=recipe.close_up_scale, ratio=(0.75, 4 / 3), antialias=True),
+            *tail,
+        ]
+    )
     other = GATE_LABELS.index("other")
     torch.manual_seed(recipe.seed)
     views, targets = [], []
@@ -202,9 +231,7 @@ def _fit_on(features: GateFeatures, indices: Sequence[int], recipe: GateRecipe) 
     return fit_view_head(x, y, recipe)
 
 
-def cross_validate_gate(
-    features: GateFeatures, recipe: GateRecipe, k: int = 5, seed: int = 0
-) -> CrossValidation:
+def cross_validate_gate(features: GateFeatures, recipe: GateRecipe, k: int = 5, seed: int = 0) -> CrossValidation:
     """Grouped k-fold cross-validation of the recipe's head on cached features (every photo scored once)."""
     # The scorer sees records with blanked labels: their paths identify them.
     index = {r.path: i for i, r in enumerate(features.records)}
@@ -278,10 +305,22 @@ def train_gate(
             evaluate_predictions(cv.logits, cv.targets, GATE_LABELS, report_dir)
     head = _fit_on(features, range(len(records)), recipe)
     save_bundle(
-        out_dir, joined_gate_model(recipe.arch, head), kind="gate", arch=recipe.arch, labels=GATE_LABELS,
-        preprocess=recipe.preprocess(), temperature=1.0, abstain_threshold=0.0, mode="hybrid_gate", metrics=metrics,
-        extra={"car_classes": car_class_indices(), "car_mass_scale": CAR_MASS_SCALE,
-               "car_related_classes": CAR_RELATED_CLASSES, "recipe": asdict(recipe)},
+        out_dir,
+        joined_gate_model(recipe.arch, head),
+        kind="gate",
+        arch=recipe.arch,
+        labels=GATE_LABELS,
+        preprocess=recipe.preprocess(),
+        temperature=1.0,
+        abstain_threshold=0.0,
+        mode="hybrid_gate",
+        metrics=metrics,
+        extra={
+            "car_classes": car_class_indices(),
+            "car_mass_scale": CAR_MASS_SCALE,
+            "car_related_classes": CAR_RELATED_CLASSES,
+            "recipe": asdict(recipe),
+        },
         report_dir=report_dir,
     )
     return metrics

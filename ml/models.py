@@ -36,6 +36,7 @@ def __getattr__(name: str) -> Any:
         return imagenet_classes()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
+
 # ---------------------------------------------------------------- EfficientNet-Lite
 
 # (expand ratio, kernel, stride, in, out, repeats) of the B0 base network.

@@ -73,7 +73,10 @@ def group_matrix(num_outputs: int, labels: Sequence[str], groups: dict[str, list
 
 
 def hybrid_gate_probabilities(
-    logits: np.ndarray, labels: Sequence[str], car_classes: Sequence[int], car_mass_scale: float,
+    logits: np.ndarray,
+    labels: Sequence[str],
+    car_classes: Sequence[int],
+    car_mass_scale: float,
     temperature: float = 1.0,
 ) -> np.ndarray:
     """The trained view head decides among car photos; ImageNet decides whether it is a car photo at all.
@@ -185,7 +188,10 @@ class Predictor:
         backend: str = "auto",
     ) -> Predictor:
         return cls(
-            load_bundle(path), device=device, num_threads=num_threads, forward_batch_size=forward_batch_size,
+            load_bundle(path),
+            device=device,
+            num_threads=num_threads,
+            forward_batch_size=forward_batch_size,
             backend=backend,
         )
 

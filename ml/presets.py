@@ -83,8 +83,11 @@ class ClassificationPresetTrain:
             ToRGB(),
             T.PILToTensor(),
             T.RandomResizedCrop(
-                list(frame_size) if frame_size is not None else crop_size, scale=(min_scale, 1.0), ratio=ratio,
-                interpolation=interp, antialias=True,
+                list(frame_size) if frame_size is not None else crop_size,
+                scale=(min_scale, 1.0),
+                ratio=ratio,
+                interpolation=interp,
+                antialias=True,
             ),
         ]
         if hflip_prob > 0:

@@ -105,8 +105,14 @@ class TrainConfig:
     def train_preset(self) -> ClassificationPresetTrain:
         pre = self.preprocess()
         return ClassificationPresetTrain(
-            pre.crop_size, pre.mean, pre.std, pre.interpolation, auto_augment=self.auto_augment,
-            random_erase=self.random_erase, min_scale=self.min_scale, frame_size=pre.frame_size,
+            pre.crop_size,
+            pre.mean,
+            pre.std,
+            pre.interpolation,
+            auto_augment=self.auto_augment,
+            random_erase=self.random_erase,
+            min_scale=self.min_scale,
+            frame_size=pre.frame_size,
             ratio=tuple(self.crop_ratio),  # type: ignore[arg-type]
         )
 
@@ -120,8 +126,17 @@ def classifier_recipe(arch: str = "efficientnet_lite0") -> TrainConfig:
     if arch not in LITE_PARAMS:  # ResNet-50/101 with the user's weights: split_tail knows only Lite trunks
         return TrainConfig(arch=arch)
     return TrainConfig(
-        arch=arch, auto_augment="colorjitter", min_scale=0.35, tail_blocks=-1, cached_views=4, epochs_head=0,
-        epochs_finetune=60, lr_finetune=1e-3, warmup_epochs=1, batch_size=32, label_smoothing=0.1,
+        arch=arch,
+        auto_augment="colorjitter",
+        min_scale=0.35,
+        tail_blocks=-1,
+        cached_views=4,
+        epochs_head=0,
+        epochs_finetune=60,
+        lr_finetune=1e-3,
+        warmup_epochs=1,
+        batch_size=32,
+        label_smoothing=0.1,
     )
 
 
@@ -190,7 +205,10 @@ def _lr_lambda(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
 
 
 def _make_optimizer(
-    cfg: TrainConfig, params: list[nn.Parameter], lr: float, head_params: Sequence[nn.Parameter] = (),
+    cfg: TrainConfig,
+    params: list[nn.Parameter],
+    lr: float,
+    head_params: Sequence[nn.Parameter] = (),
     head_lr_mult: float = 1.0,
 ) -> torch.optim.Optimizer:
     """Parameter groups: decay/no-decay x backbone/head; head params get lr * head_lr_mult."""
@@ -312,8 +330,12 @@ def train(
             g = torch.Generator().manual_seed(config.seed * 1000 + epoch)
             epoch_sampler = RandomSampler(train_ds, generator=g)
         train_loader = DataLoader(
-            train_ds, batch_size=config.batch_size, sampler=epoch_sampler, num_workers=config.num_workers,
-            pin_memory=device.type == "cuda", drop_last=len(train_ds) > config.batch_size,
+            train_ds,
+            batch_size=config.batch_size,
+            sampler=epoch_sampler,
+            num_workers=config.num_workers,
+            pin_memory=device.type == "cuda",
+            drop_last=len(train_ds) > config.batch_size,
             persistent_workers=False,
         )
         steps_per_epoch = len(train_loader)
@@ -359,8 +381,9 @@ def train(
         loss_sum, correct, count, wait = 0.0, 0, 0, 0.0
         t_start = time.perf_counter()
         t_ready = t_start
-        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{total_epochs} [{phase}]",
-                   disable=not progress, leave=False)
+        bar = tqdm(
+            total=steps_per_epoch, desc=f"epoch {epoch + 1}/{total_epochs} [{phase}]", disable=not progress, leave=False
+        )
         for steps, (x, y) in enumerate(train_loader):
             if steps >= steps_per_epoch:
                 break
@@ -406,9 +429,16 @@ def train(
             log.info(
                 "epoch %d/%d %s train loss %.4f acc %.3f | val loss %s acc %s | lr %.2e | %.1f img/s"
                 " | data wait %.0f%%",
-                epoch + 1, total_epochs, phase, row["train_loss"], row["train_acc"],
-                "-" if val_loss is None else f"{val_loss:.4f}", "-" if val_acc is None else f"{val_acc:.3f}",
-                row["lr"], row["images_per_s"], 100 * row["data_wait_share"],
+                epoch + 1,
+                total_epochs,
+                phase,
+                row["train_loss"],
+                row["train_acc"],
+                "-" if val_loss is None else f"{val_loss:.4f}",
+                "-" if val_acc is None else f"{val_acc:.3f}",
+                row["lr"],
+                row["images_per_s"],
+                100 * row["data_wait_share"],
             )
         # ---- model selection: best val accuracy, ties broken by lower val loss
         key = (val_acc, -val_loss) if val_acc is not None else (float(epoch), 0.0)
@@ -517,8 +547,14 @@ class TrunkFeatures:
 
 
 def train_tail_one_epoch(
-    tail: nn.Module, x: torch.Tensor, y: torch.Tensor, criterion: nn.Module, optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler, batch_size: int, generator: torch.Generator,
+    tail: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    criterion: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    batch_size: int,
+    generator: torch.Generator,
 ) -> float:
     """One pass over the cached views in a seeded order; BatchNorm keeps its ImageNet statistics. Mean loss."""
     tail.train()
@@ -550,8 +586,9 @@ def train_tail(
     model = copy.deepcopy(features.model)
     _, tail = split_tail(model, config.tail_blocks)
     params = list(tail.parameters())
-    optimizer = _make_optimizer(config, params, config.lr_finetune, list(head_parameters(model)),
-                                config.finetune_head_lr_mult)
+    optimizer = _make_optimizer(
+        config, params, config.lr_finetune, list(head_parameters(model)), config.finetune_head_lr_mult
+    )
     steps = math.ceil(len(x) / config.batch_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, _lr_lambda(config.warmup_epochs * steps, config.epochs_finetune * steps)
@@ -568,8 +605,12 @@ def train_tail(
 
 
 def cross_validate_and_fit(
-    config: TrainConfig, records: Sequence[ManifestRecord], labels: Sequence[str], k: int = 5,
-    work_dir: str | Path | None = None, progress: bool = False,
+    config: TrainConfig,
+    records: Sequence[ManifestRecord],
+    labels: Sequence[str],
+    k: int = 5,
+    work_dir: str | Path | None = None,
+    progress: bool = False,
 ) -> tuple[CrossValidation, nn.Module]:
     """Out-of-fold predictions of the recipe over ``records`` (grouped ``k``-fold), and its model on all of them.
 
@@ -633,9 +674,18 @@ def fit_bundle_cv(
     metrics = cv.report(report_dir, temperature, threshold)
     metrics.update({"n_train": len(records), "target_precision": target_precision, **(extra_metrics or {})})
     save_bundle(
-        output, model, kind=kind, arch=config.arch, labels=labels, preprocess=config.preprocess(),
-        temperature=temperature, abstain_threshold=threshold, mode="softmax", metrics=metrics,
-        split=Split(train=list(records)), extra={"train_config": asdict(config), "cv_folds": cv.folds},
+        output,
+        model,
+        kind=kind,
+        arch=config.arch,
+        labels=labels,
+        preprocess=config.preprocess(),
+        temperature=temperature,
+        abstain_threshold=threshold,
+        mode="softmax",
+        metrics=metrics,
+        split=Split(train=list(records)),
+        extra={"train_config": asdict(config), "cv_folds": cv.folds},
         report_dir=report_dir,
     )
     return output, model, metrics
@@ -682,13 +732,30 @@ def fit_bundle(
     if test_records:
         t_logits, t_t = predict_logits(result.model, ImageManifestDataset(test_records, c2i, eval_tf))
         metrics.update(evaluate_predictions(t_logits, t_t, labels, report_dir, temperature, result.history))
-    metrics.update({"best_epoch": result.best_epoch, "best_val_acc": result.best_val_acc,
-                    "n_train": len(split.train), "n_val": len(split.val), "n_test": len(split.test),
-                    **(extra_metrics or {})})
+    metrics.update(
+        {
+            "best_epoch": result.best_epoch,
+            "best_val_acc": result.best_val_acc,
+            "n_train": len(split.train),
+            "n_val": len(split.val),
+            "n_test": len(split.test),
+            **(extra_metrics or {}),
+        }
+    )
     save_bundle(
-        output, result.model, kind=kind, arch=config.arch, labels=labels, preprocess=result.preprocess,
-        temperature=temperature, abstain_threshold=threshold, mode="softmax", metrics=metrics, split=split,
-        extra={"train_config": asdict(config), "history": result.history}, report_dir=report_dir,
+        output,
+        result.model,
+        kind=kind,
+        arch=config.arch,
+        labels=labels,
+        preprocess=result.preprocess,
+        temperature=temperature,
+        abstain_threshold=threshold,
+        mode="softmax",
+        metrics=metrics,
+        split=split,
+        extra={"train_config": asdict(config), "history": result.history},
+        report_dir=report_dir,
     )
     return output, result, metrics
 
@@ -699,10 +766,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--manifest", required=True, help="CSV with path,label[,group]")
     p.add_argument("--output", required=True, help="bundle directory to write")
     p.add_argument("--kind", choices=["classifier", "gate"], default="classifier")
-    p.add_argument("--recipe", choices=["classifier", "options"], default="options",
-                   help="'classifier': ml.train.classifier_recipe (only --arch/--weights/--seed/--device apply)")
-    p.add_argument("--cv-folds", type=int, default=0,
-                   help="grouped k-fold cross-validation, then train on everything (0: one train/val/test split)")
+    p.add_argument(
+        "--recipe",
+        choices=["classifier", "options"],
+        default="options",
+        help="'classifier': ml.train.classifier_recipe (only --arch/--weights/--seed/--device apply)",
+    )
+    p.add_argument(
+        "--cv-folds",
+        type=int,
+        default=0,
+        help="grouped k-fold cross-validation, then train on everything (0: one train/val/test split)",
+    )
     p.add_argument("--arch", default="efficientnet_lite0")
     p.add_argument("--weights", default="imagenet", help="'imagenet', 'none' or a local state-dict path")
     p.add_argument("--epochs-head", type=int, default=d.epochs_head)
@@ -728,25 +803,40 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     cfg = TrainConfig(
-        arch=a.arch, weights=None if a.weights == "none" else a.weights, epochs_head=a.epochs_head,
-        epochs_finetune=a.epochs_finetune, lr_head=a.lr_head, lr_finetune=a.lr_finetune, optimizer=a.optimizer,
-        weight_decay=a.weight_decay, label_smoothing=a.label_smoothing, warmup_epochs=a.warmup_epochs,
-        batch_size=a.batch_size, num_workers=a.num_workers, patience=a.patience, crop_size=a.crop_size,
-        seed=a.seed, device=a.device,
+        arch=a.arch,
+        weights=None if a.weights == "none" else a.weights,
+        epochs_head=a.epochs_head,
+        epochs_finetune=a.epochs_finetune,
+        lr_head=a.lr_head,
+        lr_finetune=a.lr_finetune,
+        optimizer=a.optimizer,
+        weight_decay=a.weight_decay,
+        label_smoothing=a.label_smoothing,
+        warmup_epochs=a.warmup_epochs,
+        batch_size=a.batch_size,
+        num_workers=a.num_workers,
+        patience=a.patience,
+        crop_size=a.crop_size,
+        seed=a.seed,
+        device=a.device,
     )
     if a.recipe == "classifier":
         cfg = replace(classifier_recipe(a.arch), weights=cfg.weights, seed=a.seed, device=a.device)
     records = group_near_duplicates(read_manifest(a.manifest), max_distance=a.dedup_distance)
     if a.cv_folds:
-        out, _, metrics = fit_bundle_cv(cfg, records, a.output, kind=a.kind, k=a.cv_folds, work_dir=a.work_dir,
-                                        progress=not a.no_progress)
-        print(f"bundle written to {out}; {metrics['evaluated_on']}: top-1 {metrics['top1_mean']:.3f} "
-              f"± {metrics['top1_std']:.3f}, coverage {metrics['coverage']:.3f}, ECE {metrics['ece_calibrated']:.3f}")
+        out, _, metrics = fit_bundle_cv(
+            cfg, records, a.output, kind=a.kind, k=a.cv_folds, work_dir=a.work_dir, progress=not a.no_progress
+        )
+        print(
+            f"bundle written to {out}; {metrics['evaluated_on']}: top-1 {metrics['top1_mean']:.3f} "
+            f"± {metrics['top1_std']:.3f}, coverage {metrics['coverage']:.3f}, ECE {metrics['ece_calibrated']:.3f}"
+        )
         return 0
     split = split_grouped(records, a.val_fraction, a.test_fraction, a.seed)
     log.info("split: %d train / %d val / %d test", len(split.train), len(split.val), len(split.test))
-    out, _, metrics = fit_bundle(cfg, split, a.output, kind=a.kind, work_dir=a.work_dir,
-                                 progress=not a.no_progress, resume=a.resume)
+    out, _, metrics = fit_bundle(
+        cfg, split, a.output, kind=a.kind, work_dir=a.work_dir, progress=not a.no_progress, resume=a.resume
+    )
     if _DistInfo().is_main:
         print(f"bundle written to {out}; test top-1 {metrics.get('top1')}")
     if dist.is_initialized():
@@ -756,4 +846,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-

@@ -62,4 +62,3 @@ def test_a_right_password_clears_its_accounts_failures(settings, staff):
         client = Client(REMOTE_ADDR="198.51.100.1")
         assert [_sign_in(client, "curator", "typo").status_code for _ in range(2)] == [200, 200]
         assert _sign_in(client, "curator", PASSWORD).status_code == 302
-

@@ -37,7 +37,11 @@ def _run_without_torch(code: str, timeout: int = 120, **env_vars: str) -> subpro
     env = {**os.environ, "PYTHONPATH": str(REPO), "DJANGO_SETTINGS_MODULE": "carsite.settings", **env_vars}
     return subprocess.run(
         [sys.executable, "-c", BLOCK_TORCH + textwrap.dedent(code)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -54,8 +58,13 @@ def exported_bundle(tmp_path_factory) -> Path:
     model = create_model("efficientnet_lite0", 3, weights=None).eval()
     out = tmp_path_factory.mktemp("serve") / "bundle"
     save_bundle(
-        out, model, kind="classifier", arch="efficientnet_lite0", labels=["A a", "B b", "C c"],
-        preprocess=PreprocessConfig(64, 72), command=["test"],
+        out,
+        model,
+        kind="classifier",
+        arch="efficientnet_lite0",
+        labels=["A a", "B b", "C c"],
+        preprocess=PreprocessConfig(64, 72),
+        command=["test"],
     )
     assert ensure_onnx_export(out) is not None
     return out

@@ -33,7 +33,6 @@ def test_an_unreachable_broker_is_reported_not_raised(settings, monkeypatch, cap
     assert "could not reach the Celery broker" in caplog.text
 
 
-
 def test_a_broker_that_never_answers_does_not_hold_the_start(settings, caplog):
     """A broker that accepts connections and never answers: the web process still starts."""
     import signal

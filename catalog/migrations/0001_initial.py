@@ -6,137 +6,313 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='Manufacturer',
+            name="Manufacturer",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('name', models.CharField(help_text="Official spelling, e.g. 'Mercedes-Benz'.", max_length=100, unique=True)),
-                ('slug', models.SlugField(max_length=100, unique=True)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "name",
+                    models.CharField(help_text="Official spelling, e.g. 'Mercedes-Benz'.", max_length=100, unique=True),
+                ),
+                ("slug", models.SlugField(max_length=100, unique=True)),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='CarModel',
+            name="CarModel",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('name', models.CharField(help_text="Model name without the make, e.g. 'ID.4'.", max_length=100)),
-                ('year', models.PositiveSmallIntegerField(help_text='Model year.')),
-                ('label', models.CharField(help_text="'<year> <make> <model>', e.g. '2023 Audi A4'.", max_length=200, unique=True)),
-                ('slug', models.SlugField(max_length=200, unique=True)),
-                ('body_style', models.CharField(blank=True, choices=[('sedan', 'Sedan'), ('coupe', 'Coupe'), ('convertible', 'Convertible'), ('hatchback', 'Hatchback'), ('wagon', 'Station wagon'), ('suv', 'SUV'), ('pickup', 'Pickup'), ('van', 'Van'), ('minivan', 'Minivan'), ('other', 'Other')], max_length=20)),
-                ('msrp_usd', models.PositiveIntegerField(blank=True, null=True, verbose_name='MSRP (USD)')),
-                ('manufacturer', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='car_models', to='catalog.manufacturer')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                ("name", models.CharField(help_text="Model name without the make, e.g. 'ID.4'.", max_length=100)),
+                ("year", models.PositiveSmallIntegerField(help_text="Model year.")),
+                (
+                    "label",
+                    models.CharField(
+                        help_text="'<year> <make> <model>', e.g. '2023 Audi A4'.", max_length=200, unique=True
+                    ),
+                ),
+                ("slug", models.SlugField(max_length=200, unique=True)),
+                (
+                    "body_style",
+                    models.CharField(
+                        blank=True,
+                        choices=[
+                            ("sedan", "Sedan"),
+                            ("coupe", "Coupe"),
+                            ("convertible", "Convertible"),
+                            ("hatchback", "Hatchback"),
+                            ("wagon", "Station wagon"),
+                            ("suv", "SUV"),
+                            ("pickup", "Pickup"),
+                            ("van", "Van"),
+                            ("minivan", "Minivan"),
+                            ("other", "Other"),
+                        ],
+                        max_length=20,
+                    ),
+                ),
+                ("msrp_usd", models.PositiveIntegerField(blank=True, null=True, verbose_name="MSRP (USD)")),
+                (
+                    "manufacturer",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="car_models",
+                        to="catalog.manufacturer",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['manufacturer__name', 'name', '-year'],
+                "ordering": ["manufacturer__name", "name", "-year"],
             },
         ),
         migrations.CreateModel(
-            name='Specification',
+            name="Specification",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('engine_type', models.CharField(blank=True, choices=[('gas', 'Gas'), ('diesel', 'Diesel'), ('hybrid', 'Hybrid (gas/electric)'), ('plug_in_hybrid', 'Plug-in hybrid'), ('electric', 'Electric'), ('flex_fuel', 'Flex fuel'), ('hydrogen', 'Hydrogen fuel cell')], max_length=20)),
-                ('engine_description', models.CharField(blank=True, help_text="As published, e.g. 'Gas V6'.", max_length=100)),
-                ('cylinders', models.PositiveSmallIntegerField(blank=True, null=True)),
-                ('displacement_l', models.DecimalField(blank=True, decimal_places=1, max_digits=4, null=True, verbose_name='displacement (L)')),
-                ('horsepower', models.PositiveIntegerField(blank=True, null=True)),
-                ('horsepower_rpm', models.PositiveIntegerField(blank=True, null=True)),
-                ('horsepower_approximate', models.BooleanField(default=False, help_text='The source rounded the figure (e.g. down to tens).')),
-                ('torque_lb_ft', models.PositiveIntegerField(blank=True, null=True, verbose_name='torque (lb-ft)')),
-                ('torque_rpm', models.PositiveIntegerField(blank=True, null=True)),
-                ('drivetrain', models.CharField(blank=True, choices=[('FWD', 'Front-wheel drive'), ('RWD', 'Rear-wheel drive'), ('AWD', 'All-wheel drive'), ('4WD', 'Four-wheel drive'), ('2WD', 'Two-wheel drive')], max_length=3)),
-                ('transmission', models.CharField(blank=True, max_length=100)),
-                ('mpg_city', models.PositiveSmallIntegerField(blank=True, null=True, verbose_name='city MPG')),
-                ('mpg_highway', models.PositiveSmallIntegerField(blank=True, null=True, verbose_name='highway MPG')),
-                ('electric_range_mi', models.PositiveSmallIntegerField(blank=True, null=True, verbose_name='electric range (mi)')),
-                ('seats', models.PositiveSmallIntegerField(blank=True, null=True)),
-                ('doors', models.PositiveSmallIntegerField(blank=True, null=True)),
-                ('front_wheel_size_in', models.DecimalField(blank=True, decimal_places=1, max_digits=4, null=True, verbose_name='front wheel size (in)')),
-                ('length_in', models.DecimalField(blank=True, decimal_places=1, max_digits=5, null=True, verbose_name='length (in)')),
-                ('width_in', models.DecimalField(blank=True, decimal_places=1, max_digits=5, null=True, verbose_name='width (in)')),
-                ('height_in', models.DecimalField(blank=True, decimal_places=1, max_digits=5, null=True, verbose_name='height (in)')),
-                ('epa_class', models.CharField(blank=True, max_length=100, verbose_name='EPA class')),
-                ('source', models.CharField(blank=True, help_text='Where these figures came from.', max_length=200)),
-                ('raw', models.JSONField(blank=True, default=dict, help_text='The source rows as published, unparsed.')),
-                ('car_model', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='specs', to='catalog.carmodel')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "engine_type",
+                    models.CharField(
+                        blank=True,
+                        choices=[
+                            ("gas", "Gas"),
+                            ("diesel", "Diesel"),
+                            ("hybrid", "Hybrid (gas/electric)"),
+                            ("plug_in_hybrid", "Plug-in hybrid"),
+                            ("electric", "Electric"),
+                            ("flex_fuel", "Flex fuel"),
+                            ("hydrogen", "Hydrogen fuel cell"),
+                        ],
+                        max_length=20,
+                    ),
+                ),
+                (
+                    "engine_description",
+                    models.CharField(blank=True, help_text="As published, e.g. 'Gas V6'.", max_length=100),
+                ),
+                ("cylinders", models.PositiveSmallIntegerField(blank=True, null=True)),
+                (
+                    "displacement_l",
+                    models.DecimalField(
+                        blank=True, decimal_places=1, max_digits=4, null=True, verbose_name="displacement (L)"
+                    ),
+                ),
+                ("horsepower", models.PositiveIntegerField(blank=True, null=True)),
+                ("horsepower_rpm", models.PositiveIntegerField(blank=True, null=True)),
+                (
+                    "horsepower_approximate",
+                    models.BooleanField(default=False, help_text="The source rounded the figure (e.g. down to tens)."),
+                ),
+                ("torque_lb_ft", models.PositiveIntegerField(blank=True, null=True, verbose_name="torque (lb-ft)")),
+                ("torque_rpm", models.PositiveIntegerField(blank=True, null=True)),
+                (
+                    "drivetrain",
+                    models.CharField(
+                        blank=True,
+                        choices=[
+                            ("FWD", "Front-wheel drive"),
+                            ("RWD", "Rear-wheel drive"),
+                            ("AWD", "All-wheel drive"),
+                            ("4WD", "Four-wheel drive"),
+                            ("2WD", "Two-wheel drive"),
+                        ],
+                        max_length=3,
+                    ),
+                ),
+                ("transmission", models.CharField(blank=True, max_length=100)),
+                ("mpg_city", models.PositiveSmallIntegerField(blank=True, null=True, verbose_name="city MPG")),
+                ("mpg_highway", models.PositiveSmallIntegerField(blank=True, null=True, verbose_name="highway MPG")),
+                (
+                    "electric_range_mi",
+                    models.PositiveSmallIntegerField(blank=True, null=True, verbose_name="electric range (mi)"),
+                ),
+                ("seats", models.PositiveSmallIntegerField(blank=True, null=True)),
+                ("doors", models.PositiveSmallIntegerField(blank=True, null=True)),
+                (
+                    "front_wheel_size_in",
+                    models.DecimalField(
+                        blank=True, decimal_places=1, max_digits=4, null=True, verbose_name="front wheel size (in)"
+                    ),
+                ),
+                (
+                    "length_in",
+                    models.DecimalField(
+                        blank=True, decimal_places=1, max_digits=5, null=True, verbose_name="length (in)"
+                    ),
+                ),
+                (
+                    "width_in",
+                    models.DecimalField(
+                        blank=True, decimal_places=1, max_digits=5, null=True, verbose_name="width (in)"
+                    ),
+                ),
+                (
+                    "height_in",
+                    models.DecimalField(
+                        blank=True, decimal_places=1, max_digits=5, null=True, verbose_name="height (in)"
+                    ),
+                ),
+                ("epa_class", models.CharField(blank=True, max_length=100, verbose_name="EPA class")),
+                ("source", models.CharField(blank=True, help_text="Where these figures came from.", max_length=200)),
+                (
+                    "raw",
+                    models.JSONField(blank=True, default=dict, help_text="The source rows as published, unparsed."),
+                ),
+                (
+                    "car_model",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="specs", to="catalog.carmodel"
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='CarImage',
+            name="CarImage",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('image', models.ImageField(height_field='height', upload_to=catalog.models.car_image_upload_to, width_field='width')),
-                ('source_url', models.URLField(blank=True, max_length=1000)),
-                ('sha256', models.CharField(help_text="Hash of the stored file's bytes.", max_length=64)),
-                ('phash', models.CharField(blank=True, help_text='64-bit perceptual hash, hex.', max_length=16)),
-                ('width', models.PositiveIntegerField()),
-                ('height', models.PositiveIntegerField()),
-                ('view', models.CharField(choices=[('exterior', 'Exterior'), ('interior', 'Interior'), ('other', 'Other'), ('unknown', 'Unknown')], default='unknown', max_length=10)),
-                ('view_confidence', models.FloatField(blank=True, null=True)),
-                ('origin', models.CharField(choices=[('scraped', 'Scraped'), ('uploaded', 'Uploaded'), ('feedback', 'Visitor feedback'), ('imported', 'Imported')], max_length=10)),
-                ('car_model', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='images', to='catalog.carmodel')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "image",
+                    models.ImageField(
+                        height_field="height", upload_to=catalog.models.car_image_upload_to, width_field="width"
+                    ),
+                ),
+                ("source_url", models.URLField(blank=True, max_length=1000)),
+                ("sha256", models.CharField(help_text="Hash of the stored file's bytes.", max_length=64)),
+                ("phash", models.CharField(blank=True, help_text="64-bit perceptual hash, hex.", max_length=16)),
+                ("width", models.PositiveIntegerField()),
+                ("height", models.PositiveIntegerField()),
+                (
+                    "view",
+                    models.CharField(
+                        choices=[
+                            ("exterior", "Exterior"),
+                            ("interior", "Interior"),
+                            ("other", "Other"),
+                            ("unknown", "Unknown"),
+                        ],
+                        default="unknown",
+                        max_length=10,
+                    ),
+                ),
+                ("view_confidence", models.FloatField(blank=True, null=True)),
+                (
+                    "origin",
+                    models.CharField(
+                        choices=[
+                            ("scraped", "Scraped"),
+                            ("uploaded", "Uploaded"),
+                            ("feedback", "Visitor feedback"),
+                            ("imported", "Imported"),
+                        ],
+                        max_length=10,
+                    ),
+                ),
+                (
+                    "car_model",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="images", to="catalog.carmodel"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['car_model', 'id'],
-                'indexes': [models.Index(fields=['car_model', 'view'], name='catalog_car_car_mod_e7ae1a_idx'), models.Index(fields=['sha256'], name='catalog_car_sha256_004589_idx')],
-                'constraints': [models.UniqueConstraint(fields=('car_model', 'sha256'), name='car_image_unique_per_model'), models.CheckConstraint(condition=models.Q(('height__gt', 0), ('width__gt', 0)), name='car_image_positive_size'), models.CheckConstraint(condition=models.Q(('view_confidence__isnull', True), models.Q(('view_confidence__gte', 0), ('view_confidence__lte', 1)), _connector='OR'), name='car_image_view_confidence_0_1'), models.CheckConstraint(condition=models.Q(('sha256', ''), _negated=True), name='car_image_sha256_not_empty')],
+                "ordering": ["car_model", "id"],
+                "indexes": [
+                    models.Index(fields=["car_model", "view"], name="catalog_car_car_mod_e7ae1a_idx"),
+                    models.Index(fields=["sha256"], name="catalog_car_sha256_004589_idx"),
+                ],
+                "constraints": [
+                    models.UniqueConstraint(fields=("car_model", "sha256"), name="car_image_unique_per_model"),
+                    models.CheckConstraint(
+                        condition=models.Q(("height__gt", 0), ("width__gt", 0)), name="car_image_positive_size"
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(
+                            ("view_confidence__isnull", True),
+                            models.Q(("view_confidence__gte", 0), ("view_confidence__lte", 1)),
+                            _connector="OR",
+                        ),
+                        name="car_image_view_confidence_0_1",
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(("sha256", ""), _negated=True), name="car_image_sha256_not_empty"
+                    ),
+                ],
             },
         ),
         migrations.AddIndex(
-            model_name='carmodel',
-            index=models.Index(fields=['year'], name='catalog_car_year_15a6e2_idx'),
+            model_name="carmodel",
+            index=models.Index(fields=["year"], name="catalog_car_year_15a6e2_idx"),
         ),
         migrations.AddIndex(
-            model_name='carmodel',
-            index=models.Index(fields=['body_style'], name='catalog_car_body_st_98e83c_idx'),
+            model_name="carmodel",
+            index=models.Index(fields=["body_style"], name="catalog_car_body_st_98e83c_idx"),
         ),
         migrations.AddConstraint(
-            model_name='carmodel',
-            constraint=models.UniqueConstraint(fields=('manufacturer', 'name', 'year'), name='car_model_unique_make_name_year'),
+            model_name="carmodel",
+            constraint=models.UniqueConstraint(
+                fields=("manufacturer", "name", "year"), name="car_model_unique_make_name_year"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='carmodel',
-            constraint=models.CheckConstraint(condition=models.Q(('year__gte', 1886), ('year__lte', 2100)), name='car_model_year_plausible'),
+            model_name="carmodel",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("year__gte", 1886), ("year__lte", 2100)), name="car_model_year_plausible"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='carmodel',
-            constraint=models.CheckConstraint(condition=models.Q(('name', ''), _negated=True), name='car_model_name_not_empty'),
+            model_name="carmodel",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("name", ""), _negated=True), name="car_model_name_not_empty"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='specification',
-            constraint=models.CheckConstraint(condition=models.Q(('displacement_l__gte', 0), ('displacement_l__isnull', True), _connector='OR'), name='spec_displacement_l_gte_0'),
+            model_name="specification",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("displacement_l__gte", 0), ("displacement_l__isnull", True), _connector="OR"),
+                name="spec_displacement_l_gte_0",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='specification',
-            constraint=models.CheckConstraint(condition=models.Q(('front_wheel_size_in__gte', 0), ('front_wheel_size_in__isnull', True), _connector='OR'), name='spec_front_wheel_size_in_gte_0'),
+            model_name="specification",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("front_wheel_size_in__gte", 0), ("front_wheel_size_in__isnull", True), _connector="OR"
+                ),
+                name="spec_front_wheel_size_in_gte_0",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='specification',
-            constraint=models.CheckConstraint(condition=models.Q(('length_in__gte', 0), ('length_in__isnull', True), _connector='OR'), name='spec_length_in_gte_0'),
+            model_name="specification",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("length_in__gte", 0), ("length_in__isnull", True), _connector="OR"),
+                name="spec_length_in_gte_0",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='specification',
-            constraint=models.CheckConstraint(condition=models.Q(('width_in__gte', 0), ('width_in__isnull', True), _connector='OR'), name='spec_width_in_gte_0'),
+            model_name="specification",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("width_in__gte", 0), ("width_in__isnull", True), _connector="OR"),
+                name="spec_width_in_gte_0",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='specification',
-            constraint=models.CheckConstraint(condition=models.Q(('height_in__gte', 0), ('height_in__isnull', True), _connector='OR'), name='spec_height_in_gte_0'),
+            model_name="specification",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("height_in__gte", 0), ("height_in__isnull", True), _connector="OR"),
+                name="spec_height_in_gte_0",
+            ),
         ),
     ]

@@ -4,15 +4,16 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('catalog', '0001_initial'),
+        ("catalog", "0001_initial"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='specification',
-            name='approximate',
-            field=models.BooleanField(default=False, help_text='Rounded figures read from photo file names, not from a spec sheet.'),
+            model_name="specification",
+            name="approximate",
+            field=models.BooleanField(
+                default=False, help_text="Rounded figures read from photo file names, not from a spec sheet."
+            ),
         ),
     ]

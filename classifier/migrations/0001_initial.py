@@ -9,135 +9,282 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('catalog', '0001_initial'),
+        ("catalog", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Classification',
+            name="Classification",
             fields=[
-                ('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
-                ('image', models.ImageField(height_field='height', upload_to=classifier.models.classification_upload_to, width_field='width')),
-                ('width', models.PositiveIntegerField(blank=True, null=True)),
-                ('height', models.PositiveIntegerField(blank=True, null=True)),
-                ('original_filename', models.CharField(blank=True, max_length=255)),
-                ('sha256', models.CharField(blank=True, max_length=64)),
-                ('status', models.CharField(choices=[('queued', 'Queued'), ('running', 'Running'), ('done', 'Done'), ('failed', 'Failed')], default='queued', max_length=10)),
-                ('gate_verdict', models.CharField(blank=True, choices=[('exterior', 'Exterior'), ('interior', 'Interior'), ('other', 'Not a car')], max_length=10)),
-                ('gate_confidence', models.FloatField(blank=True, null=True)),
-                ('abstained', models.BooleanField(default=False)),
-                ('make_fallback', models.JSONField(blank=True, default=list, help_text='[{make, probability}] when abstained.')),
-                ('confidence', models.FloatField(blank=True, null=True)),
-                ('queue_wait_ms', models.FloatField(blank=True, null=True)),
-                ('decode_ms', models.FloatField(blank=True, null=True)),
-                ('gate_ms', models.FloatField(blank=True, null=True)),
-                ('classifier_ms', models.FloatField(blank=True, null=True)),
-                ('total_ms', models.FloatField(blank=True, null=True)),
-                ('error', models.TextField(blank=True)),
-                ('attempts', models.PositiveSmallIntegerField(default=0)),
-                ('session_key', models.CharField(blank=True, db_index=True, max_length=64)),
-                ('created_at', models.DateTimeField(db_index=True, default=django.utils.timezone.now)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('predicted_car_model', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='classifications', to='catalog.carmodel')),
-                ('user', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, to=settings.AUTH_USER_MODEL)),
+                ("id", models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
+                (
+                    "image",
+                    models.ImageField(
+                        height_field="height", upload_to=classifier.models.classification_upload_to, width_field="width"
+                    ),
+                ),
+                ("width", models.PositiveIntegerField(blank=True, null=True)),
+                ("height", models.PositiveIntegerField(blank=True, null=True)),
+                ("original_filename", models.CharField(blank=True, max_length=255)),
+                ("sha256", models.CharField(blank=True, max_length=64)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[("queued", "Queued"), ("running", "Running"), ("done", "Done"), ("failed", "Failed")],
+                        default="queued",
+                        max_length=10,
+                    ),
+                ),
+                (
+                    "gate_verdict",
+                    models.CharField(
+                        blank=True,
+                        choices=[("exterior", "Exterior"), ("interior", "Interior"), ("other", "Not a car")],
+                        max_length=10,
+                    ),
+                ),
+                ("gate_confidence", models.FloatField(blank=True, null=True)),
+                ("abstained", models.BooleanField(default=False)),
+                (
+                    "make_fallback",
+                    models.JSONField(blank=True, default=list, help_text="[{make, probability}] when abstained."),
+                ),
+                ("confidence", models.FloatField(blank=True, null=True)),
+                ("queue_wait_ms", models.FloatField(blank=True, null=True)),
+                ("decode_ms", models.FloatField(blank=True, null=True)),
+                ("gate_ms", models.FloatField(blank=True, null=True)),
+                ("classifier_ms", models.FloatField(blank=True, null=True)),
+                ("total_ms", models.FloatField(blank=True, null=True)),
+                ("error", models.TextField(blank=True)),
+                ("attempts", models.PositiveSmallIntegerField(default=0)),
+                ("session_key", models.CharField(blank=True, db_index=True, max_length=64)),
+                ("created_at", models.DateTimeField(db_index=True, default=django.utils.timezone.now)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "predicted_car_model",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="classifications",
+                        to="catalog.carmodel",
+                    ),
+                ),
+                (
+                    "user",
+                    models.ForeignKey(
+                        blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, to=settings.AUTH_USER_MODEL
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
+                "ordering": ["-created_at"],
             },
         ),
         migrations.CreateModel(
-            name='Feedback',
+            name="Feedback",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('is_confirmation', models.BooleanField(help_text='The visitor said the best match was right.')),
-                ('status', models.CharField(choices=[('pending', 'Pending review'), ('accepted', 'Accepted'), ('rejected', 'Rejected')], default='pending', max_length=10)),
-                ('reviewed_at', models.DateTimeField(blank=True, null=True)),
-                ('car_model', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='feedback', to='catalog.carmodel')),
-                ('classification', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='feedback', to='classifier.classification')),
-                ('reviewed_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('training_image', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='catalog.carimage')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                ("is_confirmation", models.BooleanField(help_text="The visitor said the best match was right.")),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[("pending", "Pending review"), ("accepted", "Accepted"), ("rejected", "Rejected")],
+                        default="pending",
+                        max_length=10,
+                    ),
+                ),
+                ("reviewed_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "car_model",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="feedback", to="catalog.carmodel"
+                    ),
+                ),
+                (
+                    "classification",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="feedback",
+                        to="classifier.classification",
+                    ),
+                ),
+                (
+                    "reviewed_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "training_image",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="catalog.carimage",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
+                "ordering": ["-created_at"],
             },
         ),
         migrations.CreateModel(
-            name='ModelVersion',
+            name="ModelVersion",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('kind', models.CharField(choices=[('gate', 'Gate (exterior / interior / other)'), ('classifier', 'Car model classifier')], max_length=10)),
-                ('version', models.CharField(help_text='Content hash of the bundle.', max_length=64)),
-                ('architecture', models.CharField(max_length=50)),
-                ('bundle_path', models.CharField(help_text='Bundle directory, absolute or under CARSITE_MODELS_DIR.', max_length=500)),
-                ('labels', models.JSONField(default=list, help_text="Output labels in the model's order.")),
-                ('metrics', models.JSONField(blank=True, default=dict)),
-                ('is_active', models.BooleanField(default=False)),
-                ('activated_at', models.DateTimeField(blank=True, null=True)),
-                ('notes', models.TextField(blank=True)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("gate", "Gate (exterior / interior / other)"),
+                            ("classifier", "Car model classifier"),
+                        ],
+                        max_length=10,
+                    ),
+                ),
+                ("version", models.CharField(help_text="Content hash of the bundle.", max_length=64)),
+                ("architecture", models.CharField(max_length=50)),
+                (
+                    "bundle_path",
+                    models.CharField(
+                        help_text="Bundle directory, absolute or under CARSITE_MODELS_DIR.", max_length=500
+                    ),
+                ),
+                ("labels", models.JSONField(default=list, help_text="Output labels in the model's order.")),
+                ("metrics", models.JSONField(blank=True, default=dict)),
+                ("is_active", models.BooleanField(default=False)),
+                ("activated_at", models.DateTimeField(blank=True, null=True)),
+                ("notes", models.TextField(blank=True)),
             ],
             options={
-                'ordering': ['-created_at'],
-                'constraints': [models.UniqueConstraint(fields=('kind', 'version'), name='model_version_unique_per_kind'), models.UniqueConstraint(condition=models.Q(('is_active', True)), fields=('kind',), name='one_active_model_per_kind')],
+                "ordering": ["-created_at"],
+                "constraints": [
+                    models.UniqueConstraint(fields=("kind", "version"), name="model_version_unique_per_kind"),
+                    models.UniqueConstraint(
+                        condition=models.Q(("is_active", True)), fields=("kind",), name="one_active_model_per_kind"
+                    ),
+                ],
             },
         ),
         migrations.AddField(
-            model_name='classification',
-            name='classifier_version',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='classifier.modelversion'),
+            model_name="classification",
+            name="classifier_version",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="+",
+                to="classifier.modelversion",
+            ),
         ),
         migrations.AddField(
-            model_name='classification',
-            name='gate_version',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='classifier.modelversion'),
+            model_name="classification",
+            name="gate_version",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="+",
+                to="classifier.modelversion",
+            ),
         ),
         migrations.CreateModel(
-            name='ModelVersionLabel',
+            name="ModelVersionLabel",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('index', models.PositiveIntegerField()),
-                ('label', models.CharField(max_length=200)),
-                ('car_model', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='catalog.carmodel')),
-                ('model_version', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='label_links', to='classifier.modelversion')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("index", models.PositiveIntegerField()),
+                ("label", models.CharField(max_length=200)),
+                (
+                    "car_model",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="catalog.carmodel",
+                    ),
+                ),
+                (
+                    "model_version",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="label_links",
+                        to="classifier.modelversion",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['model_version', 'index'],
+                "ordering": ["model_version", "index"],
             },
         ),
         migrations.CreateModel(
-            name='ClassificationPrediction',
+            name="ClassificationPrediction",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('rank', models.PositiveSmallIntegerField()),
-                ('label', models.CharField(max_length=200)),
-                ('probability', models.FloatField()),
-                ('car_model', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='catalog.carmodel')),
-                ('classification', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='predictions', to='classifier.classification')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("rank", models.PositiveSmallIntegerField()),
+                ("label", models.CharField(max_length=200)),
+                ("probability", models.FloatField()),
+                (
+                    "car_model",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="catalog.carmodel",
+                    ),
+                ),
+                (
+                    "classification",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="predictions",
+                        to="classifier.classification",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['classification', 'rank'],
-                'constraints': [models.UniqueConstraint(fields=('classification', 'rank'), name='prediction_unique_rank'), models.CheckConstraint(condition=models.Q(('probability__gte', 0), ('probability__lte', 1)), name='prediction_prob_0_1')],
+                "ordering": ["classification", "rank"],
+                "constraints": [
+                    models.UniqueConstraint(fields=("classification", "rank"), name="prediction_unique_rank"),
+                    models.CheckConstraint(
+                        condition=models.Q(("probability__gte", 0), ("probability__lte", 1)), name="prediction_prob_0_1"
+                    ),
+                ],
             },
         ),
         migrations.AddConstraint(
-            model_name='classification',
-            constraint=models.CheckConstraint(condition=models.Q(('confidence__isnull', True), models.Q(('confidence__gte', 0), ('confidence__lte', 1)), _connector='OR'), name='classification_confidence_0_1'),
+            model_name="classification",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("confidence__isnull", True),
+                    models.Q(("confidence__gte", 0), ("confidence__lte", 1)),
+                    _connector="OR",
+                ),
+                name="classification_confidence_0_1",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='modelversionlabel',
-            constraint=models.UniqueConstraint(fields=('model_version', 'index'), name='model_label_unique_index'),
+            model_name="modelversionlabel",
+            constraint=models.UniqueConstraint(fields=("model_version", "index"), name="model_label_unique_index"),
         ),
         migrations.AddConstraint(
-            model_name='modelversionlabel',
-            constraint=models.UniqueConstraint(fields=('model_version', 'label'), name='model_label_unique_label'),
+            model_name="modelversionlabel",
+            constraint=models.UniqueConstraint(fields=("model_version", "label"), name="model_label_unique_label"),
         ),
     ]

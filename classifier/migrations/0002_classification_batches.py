@@ -5,26 +5,33 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('catalog', '0001_initial'),
-        ('classifier', '0001_initial'),
+        ("catalog", "0001_initial"),
+        ("classifier", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='classification',
-            name='batch_leader',
-            field=models.UUIDField(blank=True, db_index=True, help_text='The job whose task ran this one (itself when alone).', null=True),
+            model_name="classification",
+            name="batch_leader",
+            field=models.UUIDField(
+                blank=True, db_index=True, help_text="The job whose task ran this one (itself when alone).", null=True
+            ),
         ),
         migrations.AddField(
-            model_name='classification',
-            name='batch_size',
-            field=models.PositiveSmallIntegerField(blank=True, help_text='Photos classified together with this one; model timings are per photo.', null=True),
+            model_name="classification",
+            name="batch_size",
+            field=models.PositiveSmallIntegerField(
+                blank=True,
+                help_text="Photos classified together with this one; model timings are per photo.",
+                null=True,
+            ),
         ),
         migrations.AddIndex(
-            model_name='classification',
-            index=models.Index(condition=models.Q(('status', 'queued')), fields=['created_at'], name='classification_queued'),
+            model_name="classification",
+            index=models.Index(
+                condition=models.Q(("status", "queued")), fields=["created_at"], name="classification_queued"
+            ),
         ),
     ]

@@ -5,16 +5,17 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('catalog', '0001_initial'),
-        ('classifier', '0002_classification_batches'),
+        ("catalog", "0001_initial"),
+        ("classifier", "0002_classification_batches"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AddIndex(
-            model_name='classification',
-            index=models.Index(condition=models.Q(('status', 'running')), fields=['started_at'], name='classification_running'),
+            model_name="classification",
+            index=models.Index(
+                condition=models.Q(("status", "running")), fields=["started_at"], name="classification_running"
+            ),
         ),
     ]

@@ -4,30 +4,29 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('classifier', '0004_classification_owner_token'),
+        ("classifier", "0004_classification_owner_token"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='classification',
-            name='error_detail',
-            field=models.TextField(blank=True, help_text='For operators only: the cause of the last failure.'),
+            model_name="classification",
+            name="error_detail",
+            field=models.TextField(blank=True, help_text="For operators only: the cause of the last failure."),
         ),
         migrations.AddField(
-            model_name='classification',
-            name='lease_expires_at',
+            model_name="classification",
+            name="lease_expires_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='classification',
-            name='task_unsent_since',
+            model_name="classification",
+            name="task_unsent_since",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AlterField(
-            model_name='classification',
-            name='error',
-            field=models.TextField(blank=True, help_text='What the visitor is told: never paths or exception text.'),
+            model_name="classification",
+            name="error",
+            field=models.TextField(blank=True, help_text="What the visitor is told: never paths or exception text."),
         ),
     ]

@@ -8,7 +8,6 @@ from django.db import migrations
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
         ("classifier", "0005_classification_lease_unsent_task_error_detail"),
     ]

@@ -4,15 +4,17 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('classifier', '0006_classification_drop_batches'),
+        ("classifier", "0006_classification_drop_batches"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='modelversion',
-            name='bundle_path',
-            field=models.CharField(help_text="The bundle's folder in the media storage (older rows: a directory of the host that registered it).", max_length=500),
+            model_name="modelversion",
+            name="bundle_path",
+            field=models.CharField(
+                help_text="The bundle's folder in the media storage (older rows: a directory of the host that registered it).",
+                max_length=500,
+            ),
         ),
     ]

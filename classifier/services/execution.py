@@ -244,8 +244,15 @@ def _classify_image(image: Image.Image) -> _Outcome:
     abstained = bool(predictions) and predictions[0]["probability"] < threshold
     make_fallback = make_fallback_from([(p.label, float(p.probability)) for p in ranked]) if abstained else []
     return _Outcome(
-        verdict, gate_confidence, gate_version_id, _model_version_id(ModelKind.CLASSIFIER, classifier.version),
-        predictions, abstained, make_fallback, gate_ms, classifier_ms,
+        verdict,
+        gate_confidence,
+        gate_version_id,
+        _model_version_id(ModelKind.CLASSIFIER, classifier.version),
+        predictions,
+        abstained,
+        make_fallback,
+        gate_ms,
+        classifier_ms,
     )
 
 

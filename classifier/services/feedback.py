@@ -54,17 +54,15 @@ def feedback_submit(classification: Classification, *, car_model: CarModel | Non
 def feedback_accept(feedback: Feedback, *, reviewer: Any) -> Feedback:
     """Accept the feedback: the photo becomes an exterior training image of the named car model."""
     with transaction.atomic():
-        feedback = Feedback.objects.select_for_update().select_related("classification", "car_model").get(
-            pk=feedback.pk
+        feedback = (
+            Feedback.objects.select_for_update().select_related("classification", "car_model").get(pk=feedback.pk)
         )
         if feedback.status == FeedbackStatus.ACCEPTED:
             return feedback
         with feedback.classification.image.open("rb") as fh:
             data = fh.read()
         try:
-            added = car_image_add(
-                feedback.car_model, data=data, origin=ImageOrigin.FEEDBACK, view=ImageView.EXTERIOR
-            )
+            added = car_image_add(feedback.car_model, data=data, origin=ImageOrigin.FEEDBACK, view=ImageView.EXTERIOR)
         except imaging.ImageRejected as exc:
             raise ValidationError(f"The photo cannot be used for training: {exc}") from exc
         feedback.training_image = added.image or added.duplicate_of

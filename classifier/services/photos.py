@@ -160,9 +160,7 @@ def photo_sources(directory: Path, *, view_from_manifest: bool = False) -> list[
         raise PhotoImportError(f"{directory} is not a folder")
     manifest = find_manifest(directory)
     rows = read_photo_manifest(manifest) if manifest else {}
-    files = sorted(
-        p for p in directory.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-    )
+    files = sorted(p for p in directory.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     sources = []
     for path in files:
         row = rows.get(path.name)
@@ -270,7 +268,10 @@ def _import_one(
     assert added.duplicate_of is not None
     reason = "same image already stored" if added.status == "duplicate" else "near-duplicate of a stored image"
     return PhotoImportItem(
-        source.path, "duplicate", f"{reason} (#{added.duplicate_of.pk})", label=car_model.label,
+        source.path,
+        "duplicate",
+        f"{reason} (#{added.duplicate_of.pk})",
+        label=car_model.label,
         image_id=added.duplicate_of.pk,
     )
 

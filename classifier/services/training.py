@@ -97,8 +97,14 @@ class TrainingOptions:
         recipe = {
             name: getattr(self, name)
             for name in (
-                "epochs_head", "epochs_finetune", "lr_head", "lr_finetune", "weight_decay", "label_smoothing",
-                "batch_size", "patience",
+                "epochs_head",
+                "epochs_finetune",
+                "lr_head",
+                "lr_finetune",
+                "weight_decay",
+                "label_smoothing",
+                "batch_size",
+                "patience",
             )
             if getattr(self, name) is not None
         }
@@ -199,9 +205,7 @@ def build_training_set(
         hashes.append(int(image.phash, 16) if image.phash else None)
     if records:
         # Near-duplicates (the same press photo in several galleries) must stay on one side of the split.
-        records = group_near_duplicates(
-            records, max_distance=dedup_distance, hashes=None if None in hashes else hashes
-        )
+        records = group_near_duplicates(records, max_distance=dedup_distance, hashes=None if None in hashes else hashes)
     manifest_path = dataset_dir / "manifest.csv"
     write_manifest(records, manifest_path)
     content = hashlib.sha256(json.dumps([(sha, label) for sha, label, _ in kept]).encode()).hexdigest()
@@ -280,7 +284,11 @@ def _fit(
 
 
 def _fit_classifier(
-    training_set: TrainingSet, options: TrainingOptions, labels: list[str], staging: Path, work_dir: Path,
+    training_set: TrainingSet,
+    options: TrainingOptions,
+    labels: list[str],
+    staging: Path,
+    work_dir: Path,
     progress: bool,
 ) -> dict[str, Any]:
     from ml.data import split_grouped
@@ -291,16 +299,29 @@ def _fit_classifier(
     if options.cv_folds > 0:
         # Every image trains the deployed model; the figures come from the cross-validation.
         _, _, metrics = fit_bundle_cv(
-            config, training_set.records, staging, kind=ModelKind.CLASSIFIER, labels=labels, k=options.cv_folds,
-            work_dir=work_dir, progress=progress, extra_metrics=extra,
+            config,
+            training_set.records,
+            staging,
+            kind=ModelKind.CLASSIFIER,
+            labels=labels,
+            k=options.cv_folds,
+            work_dir=work_dir,
+            progress=progress,
+            extra_metrics=extra,
         )
         return metrics
     split = split_grouped(training_set.records, options.val_fraction, options.test_fraction, options.seed)
     if not split.train:
         raise TrainingError("the split left no training images; add images or lower the validation/test share")
     _, _, metrics = fit_bundle(
-        config, split, staging, kind=ModelKind.CLASSIFIER, labels=labels, work_dir=work_dir,
-        progress=progress, extra_metrics=extra,
+        config,
+        split,
+        staging,
+        kind=ModelKind.CLASSIFIER,
+        labels=labels,
+        work_dir=work_dir,
+        progress=progress,
+        extra_metrics=extra,
     )
     return metrics
 
@@ -541,8 +562,10 @@ def _evaluate_with_predictor(bundle_dir: Path, records: list[Any], labels: list[
     from ml.predict import Predictor
 
     predictor = Predictor.from_bundle(bundle_dir, device="cpu")
-    probabilities = torch.from_numpy(np.concatenate(
-        [predictor.probabilities([r.path for r in records[i : i + 32]]) for i in range(0, len(records), 32)]
-    ))
+    probabilities = torch.from_numpy(
+        np.concatenate(
+            [predictor.probabilities([r.path for r in records[i : i + 32]]) for i in range(0, len(records), 32)]
+        )
+    )
     targets = torch.tensor([labels.index(r.label) for r in records])
     return evaluate_predictions(probabilities.clamp_min(1e-12).log(), targets, labels, report_dir)

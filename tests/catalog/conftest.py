@@ -126,5 +126,3 @@ def specs_csv(shared_data) -> Path:
     if not path.is_file():
         pytest.skip(f"no spec CSV at {path}")
     return path
-
-

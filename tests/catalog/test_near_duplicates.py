@@ -27,4 +27,4 @@ def test_the_stored_hash_is_the_training_hash_on_the_shared_photos(shared_data):
 
 
 def test_hamming_takes_stored_hex_or_ints():
-    assert hamming("00ff", 0x0f0f) == hamming(0x00FF, 0x0F0F) == 8
+    assert hamming("00ff", 0x0F0F) == hamming(0x00FF, 0x0F0F) == 8

@@ -20,9 +20,7 @@ def test_car_model_label_is_unique():
     again, created_again = services.car_model_get_or_create(make="audi", model="A4", year=2023)
     assert again.pk == car.pk and not created_again
     with pytest.raises(IntegrityError):
-        CarModel.objects.create(
-            manufacturer=car.manufacturer, name="A4 ", year=2023, label="2023 Audi A4", slug="x"
-        )
+        CarModel.objects.create(manufacturer=car.manufacturer, name="A4 ", year=2023, label="2023 Audi A4", slug="x")
 
 
 def test_official_make_spelling():

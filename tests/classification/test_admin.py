@@ -88,7 +88,9 @@ def test_accept_action_asks_first_with_the_count_of_photos(admin_client, finishe
     mdx = acura_catalog["MDX"]
     pending = Feedback.objects.create(classification=finished_job, is_confirmation=False, car_model=mdx)
     rejected = Feedback.objects.create(
-        classification=_second_job(acura_catalog), is_confirmation=True, car_model=mdx,
+        classification=_second_job(acura_catalog),
+        is_confirmation=True,
+        car_model=mdx,
         status=FeedbackStatus.REJECTED,
     )
     url = reverse("admin:classifier_feedback_changelist")

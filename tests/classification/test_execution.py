@@ -112,9 +112,7 @@ def test_a_run_whose_write_was_rolled_back_leaves_the_job_to_its_next_delivery(a
     assert job.status == ClassificationStatus.DONE
 
 
-def test_a_result_written_meanwhile_by_another_delivery_is_kept(
-    active_gate, active_classifier, mdx_photo, monkeypatch
-):
+def test_a_result_written_meanwhile_by_another_delivery_is_kept(active_gate, active_classifier, mdx_photo, monkeypatch):
     job, other = _queue([mdx_photo, mdx_photo])
     classify_image = service._classify_image
 
@@ -180,9 +178,9 @@ def test_an_unreadable_photo_fails_alone(active_gate, active_classifier, mdx_pho
         classification_run(job.pk)
 
     statuses = list(
-        Classification.objects.filter(pk__in=[job.pk for job in jobs]).order_by("created_at").values_list(
-            "status", flat=True
-        )
+        Classification.objects.filter(pk__in=[job.pk for job in jobs])
+        .order_by("created_at")
+        .values_list("status", flat=True)
     )
     assert statuses == [ClassificationStatus.DONE, ClassificationStatus.FAILED, ClassificationStatus.DONE]
     assert "could not be found" in Classification.objects.get(pk=jobs[1].pk).error
@@ -224,7 +222,9 @@ def test_jobs_whose_task_was_lost_are_queued_again_and_finish(
     )
     Classification.objects.filter(pk=dead_too.pk).update(lease_expires_at=long_ago)
     Classification.objects.filter(pk=busy.pk).update(
-        status=ClassificationStatus.RUNNING, started_at=timezone.now(), attempts=1,
+        status=ClassificationStatus.RUNNING,
+        started_at=timezone.now(),
+        attempts=1,
         lease_expires_at=timezone.now() + timedelta(minutes=1),
     )
     classification_run(finished.pk)

@@ -20,8 +20,6 @@ from tests.classification.conftest import upload_on_page as _upload
 pytestmark = pytest.mark.django_db
 
 
-
-
 def _finish(classification: Classification, car_model, *, gate_verdict: str = "exterior") -> Classification:
     """Mark the job done as the worker would: matched to ``car_model`` unless the gate turned it away."""
     classifier = ModelVersion.objects.get_or_create(

@@ -32,8 +32,13 @@ def _fixed_bundle(out: Path, *, kind: str, labels: list[str], answer: int) -> Pa
         head_module(model).bias[answer] = 10.0
     base = default_preprocess("efficientnet_lite0")
     save_bundle(
-        out, model, kind=kind, arch="efficientnet_lite0", labels=labels,
-        preprocess=PreprocessConfig(64, 72, base.mean, base.std, base.interpolation), command=["test"],
+        out,
+        model,
+        kind=kind,
+        arch="efficientnet_lite0",
+        labels=labels,
+        preprocess=PreprocessConfig(64, 72, base.mean, base.std, base.interpolation),
+        command=["test"],
     )
     return out
 
@@ -43,8 +48,9 @@ def classifier_calls(db, models_dir, clean_runtime, tmp_path, monkeypatch) -> li
     """An active classifier that records how many photos each of its calls received."""
     from ml.predict import Predictor
 
-    _register_and_activate(_fixed_bundle(tmp_path / "classifier", kind="classifier",
-                                         labels=["Acura MDX", "Acura RDX"], answer=0))
+    _register_and_activate(
+        _fixed_bundle(tmp_path / "classifier", kind="classifier", labels=["Acura MDX", "Acura RDX"], answer=0)
+    )
     calls: list[int] = []
     predict, predict_batch = Predictor.predict, Predictor.predict_batch
 
@@ -74,9 +80,7 @@ def _photos(count: int) -> list[bytes]:
 
 
 @pytest.mark.parametrize("verdict", ["other", "interior"])
-def test_a_photo_the_gate_rejects_never_reaches_the_classifier(
-    classifier_calls, tmp_path, verdict
-):
+def test_a_photo_the_gate_rejects_never_reaches_the_classifier(classifier_calls, tmp_path, verdict):
     gate = _activate_fixed_gate(tmp_path, verdict)
     jobs = [classification_create(Upload(data, f"photo{i}.jpg")) for i, data in enumerate(_photos(3))]
 
@@ -85,9 +89,10 @@ def test_a_photo_the_gate_rejects_never_reaches_the_classifier(
 
     assert classifier_calls == []
     done = Classification.objects.filter(pk__in=[job.pk for job in jobs])
-    assert list(done.values_list("status", "gate_verdict", "gate_version_id", "classifier_version_id")) == [
-        (ClassificationStatus.DONE, verdict, gate.pk, None)
-    ] * 3
+    assert (
+        list(done.values_list("status", "gate_verdict", "gate_version_id", "classifier_version_id"))
+        == [(ClassificationStatus.DONE, verdict, gate.pk, None)] * 3
+    )
     assert not ClassificationPrediction.objects.exists()
     assert list(done.values_list("predicted_car_model_id", "classifier_ms")) == [(None, None)] * 3
 

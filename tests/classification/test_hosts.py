@@ -140,15 +140,34 @@ class Host:
             celery = [sys.executable, "-m", "celery", "-A", "carsite"]
         in_namespace = ["ip", "netns", "exec", self.namespace]
         self.worker = subprocess.Popen(
-            [*in_namespace, *celery, "worker", "-Q", "default,ml", "--pool", "threads", "-c", str(WORKER_THREADS),
-             "-n", f"host{self.index}@%h", "-l", "info"],
-            cwd=self.root, env=env, stdout=(self.root / "worker.log").open("wb"), stderr=subprocess.STDOUT,
+            [
+                *in_namespace,
+                *celery,
+                "worker",
+                "-Q",
+                "default,ml",
+                "--pool",
+                "threads",
+                "-c",
+                str(WORKER_THREADS),
+                "-n",
+                f"host{self.index}@%h",
+                "-l",
+                "info",
+            ],
+            cwd=self.root,
+            env=env,
+            stdout=(self.root / "worker.log").open("wb"),
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         if beat:
             self.beat = subprocess.Popen(
                 [*in_namespace, *celery, "beat", "-s", str(self.root / "beat-schedule"), "-l", "info"],
-                cwd=self.root, env=env, stdout=(self.root / "beat.log").open("wb"), stderr=subprocess.STDOUT,
+                cwd=self.root,
+                env=env,
+                stdout=(self.root / "beat.log").open("wb"),
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
 
@@ -227,9 +246,15 @@ def hosts(tmp_path, s3_media, s3_endpoint, redis_broker):
         for host in pair:
             host.create()
         forwarder = subprocess.Popen(
-            [sys.executable, "-c", FORWARDER, ",".join(h.machine_address for h in pair),
-             f"{POSTGRES_PORT},{REDIS_PORT},{s3_port}"],
-            stdout=subprocess.DEVNULL, stderr=(tmp_path / "forwarder.log").open("wb"),
+            [
+                sys.executable,
+                "-c",
+                FORWARDER,
+                ",".join(h.machine_address for h in pair),
+                f"{POSTGRES_PORT},{REDIS_PORT},{s3_port}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=(tmp_path / "forwarder.log").open("wb"),
         )
         yield pair, s3_port
     finally:
@@ -318,7 +343,9 @@ def test_two_worker_hosts_drain_200_uploads_once_and_lose_none_when_one_is_kille
     # Mid-drain: both hosts have finished jobs, and the first one has tasks it has not finished.
     _wait_until(
         lambda: _done(ids) >= UPLOADS // 4 and all(h.worker_log().count(" succeeded in ") >= 5 for h in pair),
-        timeout=150, what="both hosts to be draining", hosts=pair,
+        timeout=150,
+        what="both hosts to be draining",
+        hosts=pair,
     )
     _wait_until(lambda: first.tasks_in_hand() > 0, timeout=30, what="the first host to have a task in hand", hosts=pair)
     first.kill_worker()
@@ -338,9 +365,7 @@ def test_two_worker_hosts_drain_200_uploads_once_and_lose_none_when_one_is_kille
         "classification", "rank"
     ):
         ranks.setdefault(job_id, []).append(rank)
-    assert {job_id: sorted(r) for job_id, r in ranks.items()} == {
-        job.pk: [1, 2, 3, 4, 5] for job in exteriors
-    }
+    assert {job_id: sorted(r) for job_id, r in ranks.items()} == {job.pk: [1, 2, 3, 4, 5] for job in exteriors}
     # Every job ran; more than once only those the killed host was running (one per worker thread).
     attempts = list(jobs.values_list("attempts", flat=True))
     assert min(attempts) >= 1 and max(attempts) <= 3, sorted(attempts)

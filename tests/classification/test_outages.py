@@ -292,8 +292,10 @@ def _left_by_a_dead_worker(job: Classification, *, lease_expires_at: dt.datetime
     """Running, one attempt begun two minutes ago; with no lease, as a job claimed before leases."""
     lease = {} if lease_expires_at is None else {"lease_expires_at": lease_expires_at}
     Classification.objects.filter(pk=job.pk).update(
-        status=ClassificationStatus.RUNNING, attempts=1,
-        started_at=timezone.now() - dt.timedelta(minutes=2), **lease,
+        status=ClassificationStatus.RUNNING,
+        attempts=1,
+        started_at=timezone.now() - dt.timedelta(minutes=2),
+        **lease,
     )
 
 
@@ -409,10 +411,15 @@ def test_the_settings_give_a_redis_cache_socket_timeouts():
     import sys
 
     code = (
-        "import django; django.setup(); from django.conf import settings; "
-        "print(settings.CACHES['default']['OPTIONS'])"
+        "import django; django.setup(); from django.conf import settings; print(settings.CACHES['default']['OPTIONS'])"
     )
-    env = {**__import__("os").environ, "DJANGO_SETTINGS_MODULE": "carsite.settings", "DEBUG": "1",
-           "CELERY_BROKER_URL": "redis://127.0.0.1:6379/5", "CACHE_URL": "", "CACHE_TIMEOUT": "0.25"}
+    env = {
+        **__import__("os").environ,
+        "DJANGO_SETTINGS_MODULE": "carsite.settings",
+        "DEBUG": "1",
+        "CELERY_BROKER_URL": "redis://127.0.0.1:6379/5",
+        "CACHE_URL": "",
+        "CACHE_TIMEOUT": "0.25",
+    }
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert "'socket_timeout': 0.25" in out and "'socket_connect_timeout': 0.25" in out

@@ -17,8 +17,6 @@ from tests.classification.conftest import upload_on_page as _upload
 pytestmark = pytest.mark.django_db
 
 
-
-
 def _recent_ids(client: Client) -> list[str]:
     return [str(item.pk) for item in client.get(reverse("classifier:upload")).context["recent"]]
 

@@ -94,8 +94,15 @@ def test_same_photo_twice_gives_the_same_answer(
     ],
 )
 def test_non_exterior_photo_is_not_sent_to_the_classifier(
-    client, active_gate, active_classifier, shared_data, django_capture_on_commit_callbacks,
-    photo, verdict, outcome, page_text,
+    client,
+    active_gate,
+    active_classifier,
+    shared_data,
+    django_capture_on_commit_callbacks,
+    photo,
+    verdict,
+    outcome,
+    page_text,
 ):
     data = (shared_data / "car-photos" / "images" / photo).read_bytes()
 

@@ -46,7 +46,14 @@ def test_settings_choose_the_bucket_only_when_one_is_named(s3_endpoint):
 
 
 def test_upload_runs_on_models_from_the_bucket_and_its_pages_link_to_the_bucket(
-    client, s3_media, active_gate, active_classifier, shared_data, _isolated_media, settings, tmp_path,
+    client,
+    s3_media,
+    active_gate,
+    active_classifier,
+    shared_data,
+    _isolated_media,
+    settings,
+    tmp_path,
     django_capture_on_commit_callbacks,
 ):
     from classifier.models import Classification, ClassificationStatus
@@ -103,9 +110,10 @@ def test_catalog_photos_and_training_read_through_the_bucket(client, s3_media, t
     assert added.image.image.url.replace("&", "&amp;") in html
     assert requests.get(added.image.image.url, timeout=10).status_code == 200
     (api_image,) = client.get(f"/api/v1/models/{car.pk}/").json()["images"]["exterior"]
-    assert requests.get(api_image["image"], timeout=10).content == s3_media.get_object(
-        Bucket=BUCKET, Key=added.image.image.name
-    )["Body"].read()
+    assert (
+        requests.get(api_image["image"], timeout=10).content
+        == s3_media.get_object(Bucket=BUCKET, Key=added.image.image.name)["Body"].read()
+    )
 
     training = build_training_set(
         CarImage.objects.all(),

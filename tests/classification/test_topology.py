@@ -84,9 +84,29 @@ class Workers:
         }
         log = (self.tmp_path / f"worker-{name}.log").open("wb")
         process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "carsite", "worker", "-Q", "default,ml", "-c", "2",
-             "--pool", "prefork", "-n", f"{name}-{os.getpid()}@%h", "-l", "info"],
-            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "carsite",
+                "worker",
+                "-Q",
+                "default,ml",
+                "-c",
+                "2",
+                "--pool",
+                "prefork",
+                "-n",
+                f"{name}-{os.getpid()}@%h",
+                "-l",
+                "info",
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         self.processes.append(process)
         return process
@@ -153,7 +173,9 @@ def test_fifty_concurrent_uploads_all_finish(
     assert len(set(ids)) == 50
     _wait_until(
         lambda: Classification.objects.filter(pk__in=ids, status=ClassificationStatus.DONE).count() == 50,
-        timeout=300, workers=workers, what="50 classifications",
+        timeout=300,
+        workers=workers,
+        what="50 classifications",
     )
     done = Classification.objects.filter(pk__in=ids)
     assert not done.exclude(gate_verdict__in=["exterior", "interior", "other"]).exists()
@@ -166,9 +188,7 @@ def test_fifty_concurrent_uploads_all_finish(
     assert first.predicted_car_model.label == "2023 Acura MDX"
 
 
-def test_job_of_a_killed_worker_is_redone_once(
-    transactional_db, workers, active_gate, active_classifier, mdx_photo
-):
+def test_job_of_a_killed_worker_is_redone_once(transactional_db, workers, active_gate, active_classifier, mdx_photo):
     from django.utils import timezone
 
     # The first worker sleeps 20 s inside every job; Redis hands an unacknowledged job out again
@@ -179,20 +199,26 @@ def test_job_of_a_killed_worker_is_redone_once(
     assert status == 202
     _wait_until(
         lambda: Classification.objects.filter(pk=job_id, status=ClassificationStatus.RUNNING).exists(),
-        timeout=120, workers=workers, what="the job to start",
+        timeout=120,
+        workers=workers,
+        what="the job to start",
     )
 
     workers.kill(slow)
     assert Classification.objects.get(pk=job_id).status == ClassificationStatus.RUNNING
     _wait_until(
         lambda: Classification.objects.filter(pk=job_id, lease_expires_at__lt=timezone.now()).exists(),
-        timeout=30, workers=workers, what="the dead worker's lease to expire",
+        timeout=30,
+        workers=workers,
+        what="the dead worker's lease to expire",
     )
     workers.start(visibility_timeout=3, name="fresh")
 
     _wait_until(
         lambda: Classification.objects.filter(pk=job_id, status=ClassificationStatus.DONE).exists(),
-        timeout=180, workers=workers, what="the redelivered job to finish",
+        timeout=180,
+        workers=workers,
+        what="the redelivered job to finish",
     )
     classification = Classification.objects.get(pk=job_id)
     assert classification.attempts >= 2
@@ -214,7 +240,9 @@ def test_jobs_of_a_killed_worker_are_redone_once_their_lease_expires(transaction
     assert status == 202
     _wait_until(
         lambda: Classification.objects.filter(pk=job_id, status=ClassificationStatus.RUNNING).exists(),
-        timeout=120, workers=workers, what="the job to start",
+        timeout=120,
+        workers=workers,
+        what="the job to start",
     )
     assert classifications_requeue_stuck() == 0  # its worker is alive
 
@@ -222,12 +250,16 @@ def test_jobs_of_a_killed_worker_are_redone_once_their_lease_expires(transaction
     workers.start(lease_seconds=3, name="fresh")
     _wait_until(
         lambda: Classification.objects.filter(pk=job_id, lease_expires_at__lt=timezone.now()).exists(),
-        timeout=30, workers=workers, what="the dead worker's lease to expire",
+        timeout=30,
+        workers=workers,
+        what="the dead worker's lease to expire",
     )
     assert classifications_requeue_stuck() == 1  # what Celery beat runs every 30 s
 
     _wait_until(
         lambda: Classification.objects.filter(pk=job_id, status=ClassificationStatus.DONE).exists(),
-        timeout=180, workers=workers, what="the requeued job to finish",
+        timeout=180,
+        workers=workers,
+        what="the requeued job to finish",
     )
     assert Classification.objects.get(pk=job_id).attempts == 2

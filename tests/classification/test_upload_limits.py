@@ -244,7 +244,12 @@ def test_a_body_without_content_length_is_never_read(client, _isolated_media):
     # Chunked transfer: Django and DRF read no body without a Content-Length, so there is nothing to cap.
     stream = CountingInput(_batch_body(1) * 1000)
     response = client.generic(
-        "POST", API_URL, b"x", content_type=MULTIPART_CONTENT, CONTENT_LENGTH="", HTTP_TRANSFER_ENCODING="chunked",
+        "POST",
+        API_URL,
+        b"x",
+        content_type=MULTIPART_CONTENT,
+        CONTENT_LENGTH="",
+        HTTP_TRANSFER_ENCODING="chunked",
         **{"wsgi.input": stream},
     )
     assert response.status_code == 400

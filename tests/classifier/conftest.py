@@ -52,9 +52,14 @@ def make_bundle(tmp_path_factory) -> Callable[..., Path]:
             base = default_preprocess("efficientnet_lite0")
             out = tmp_path_factory.mktemp("bundle") / "bundle"
             save_bundle(
-                out, model, kind=kind, arch="efficientnet_lite0", labels=labels,
+                out,
+                model,
+                kind=kind,
+                arch="efficientnet_lite0",
+                labels=labels,
                 preprocess=PreprocessConfig(64, 72, base.mean, base.std, base.interpolation),
-                metrics=metrics or {"top1": 0.5, "ece_calibrated": 0.1}, command=["test"],
+                metrics=metrics or {"top1": 0.5, "ece_calibrated": 0.1},
+                command=["test"],
             )
             cache[key] = out
         return cache[key]

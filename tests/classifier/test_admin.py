@@ -13,16 +13,18 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def staff_client(client):
-    user = get_user_model().objects.create_user("admin", "admin@example.com", "pw-123456", is_staff=True,
-                                                is_superuser=True)
+    user = get_user_model().objects.create_user(
+        "admin", "admin@example.com", "pw-123456", is_staff=True, is_superuser=True
+    )
     client.force_login(user)
     return client
 
 
 @pytest.fixture
 def version_with_report(make_bundle):
-    version = model_version_register(make_bundle(["Acura MDX", "Audi A4"], metrics={"top1": 0.875,
-                                                                                    "ece_calibrated": 0.042}))
+    version = model_version_register(
+        make_bundle(["Acura MDX", "Audi A4"], metrics={"top1": 0.875, "ece_calibrated": 0.042})
+    )
     bundle = model_version_bundle_dir(version)
     (bundle / "report.csv").write_text(
         ",precision,recall,f1-score,support\nAcura MDX,0.9,0.8,0.85,10\nAudi A4,0.7,0.95,0.81,8\n"
@@ -60,12 +62,19 @@ def test_detail_shows_metrics_report_images_and_label_mapping(staff_client, vers
 
 
 def test_detail_shows_the_cross_validated_figures_with_their_fold_count(staff_client, make_bundle):
-    metrics = {"evaluated_on": "out-of-fold (5-fold grouped cross-validation)", "folds": 5, "top1": 0.777,
-               "top1_mean": 0.776, "top1_std": 0.105, "coverage": 0.568, "abstain_threshold": 0.61}
+    metrics = {
+        "evaluated_on": "out-of-fold (5-fold grouped cross-validation)",
+        "folds": 5,
+        "top1": 0.777,
+        "top1_mean": 0.776,
+        "top1_std": 0.105,
+        "coverage": 0.568,
+        "abstain_threshold": 0.61,
+    }
     version = model_version_register(make_bundle(["Acura MDX", "Audi A4"], metrics=metrics))
     Image.new("RGB", (30, 30), (0, 255, 0)).save(model_version_bundle_dir(version) / "risk_coverage.png")
     page = staff_client.get(reverse("admin:classifier_modelversion_change", args=[version.pk])).content.decode()
-    assert "<th scope=\"row\">Cross-validation folds</th><td>5</td>" in page
+    assert '<th scope="row">Cross-validation folds</th><td>5</td>' in page
     assert "out-of-fold (5-fold grouped cross-validation)" in page
     assert "Top-1 accuracy, mean over folds" in page and "0.7760" in page and "0.1050" in page
     assert "Coverage (share answered) at the abstain threshold" in page and "0.5680" in page
@@ -136,8 +145,14 @@ def test_anonymous_and_non_staff_are_sent_to_login(client, version_with_report):
 
 
 def test_detail_shows_a_gates_cross_validated_recalls(staff_client, make_bundle):
-    metrics = {"macro_recall": 0.932, "recall_exterior": 0.985, "recall_interior": 0.955, "recall_other": 0.857,
-               "cv_folds": 5, "n_train": 238}
+    metrics = {
+        "macro_recall": 0.932,
+        "recall_exterior": 0.985,
+        "recall_interior": 0.955,
+        "recall_other": 0.857,
+        "cv_folds": 5,
+        "n_train": 238,
+    }
     gate = model_version_register(make_bundle(["exterior", "interior", "other"], kind="gate", metrics=metrics))
     page = staff_client.get(reverse("admin:classifier_modelversion_change", args=[gate.pk])).content.decode()
     for text in ("Macro recall (gate views)", "0.9320", "Other recall", "0.8570", "Interior recall", "0.9550"):

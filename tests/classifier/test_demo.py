@@ -62,8 +62,11 @@ def test_demo_with_shared_photos_names_an_acura_mdx(shared_data, settings):
     # 2019, whose file names gave it approximate specs (the 2023 list's MDX has none without the CSV).
     assert classifier.label_links.get(label="Acura MDX").car_model.label == "2019 Acura MDX"
     with (photos / "manifest.csv").open(newline="") as handle:
-        rows = [r for r in csv.DictReader(handle) if r["model"] == "MDX" and r["view"] == "exterior"
-                and r["subject"] == "labelled-model"]
+        rows = [
+            r
+            for r in csv.DictReader(handle)
+            if r["model"] == "MDX" and r["view"] == "exterior" and r["subject"] == "labelled-model"
+        ]
     paths = [photos / "images" / r["file"] for r in rows]
     top1 = [ranked[0].label for ranked in loaded.predictor.predict(paths, top_k=1)]
     share = top1.count("Acura MDX") / len(top1)

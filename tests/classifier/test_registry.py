@@ -222,9 +222,7 @@ def test_another_host_fetches_every_file_of_a_registered_bundle(make_bundle, set
     assert model_version_activate(version).is_active
 
 
-def test_registering_again_stores_the_files_a_stored_bundle_lacks(
-    make_bundle, settings, tmp_path, tmp_path_factory
-):
+def test_registering_again_stores_the_files_a_stored_bundle_lacks(make_bundle, settings, tmp_path, tmp_path_factory):
     source = tmp_path / "bundle"
     shutil.copytree(make_bundle(["A a", "B b"]), source)
     version = model_version_register(source)

@@ -18,8 +18,21 @@ pytestmark = pytest.mark.django_db
 
 # A few optimiser steps on 64 px images: enough to exercise the whole pipeline in seconds.
 TINY = [
-    "--crop-size", "64", "--epochs-head", "1", "--epochs-finetune", "1", "--batch-size", "4",
-    "--max-steps-per-epoch", "2", "--no-augment", "--val-fraction", "0.25", "--test-fraction", "0.25",
+    "--crop-size",
+    "64",
+    "--epochs-head",
+    "1",
+    "--epochs-finetune",
+    "1",
+    "--batch-size",
+    "4",
+    "--max-steps-per-epoch",
+    "2",
+    "--no-augment",
+    "--val-fraction",
+    "0.25",
+    "--test-fraction",
+    "0.25",
 ]
 # train_classifier on one train/val/test split instead of its default cross-validation
 TINY_SPLIT = [*TINY, "--cv-folds", "0"]
@@ -28,8 +41,12 @@ TINY_SPLIT = [*TINY, "--cv-folds", "0"]
 @pytest.fixture
 def tiny_catalog(photo_factory, tmp_path):
     """Exterior images of three car models (one of them too rare to train on) plus interior shots."""
-    specs = [("Acura", "MDX", 2023, (200, 20, 20), 6), ("Acura", "MDX", 2019, (200, 20, 20), 2),
-             ("Audi", "A4", 2023, (20, 20, 200), 8), ("BMW", "X5", 2023, (20, 200, 20), 2)]
+    specs = [
+        ("Acura", "MDX", 2023, (200, 20, 20), 6),
+        ("Acura", "MDX", 2019, (200, 20, 20), 2),
+        ("Audi", "A4", 2023, (20, 20, 200), 8),
+        ("BMW", "X5", 2023, (20, 200, 20), 2),
+    ]
     seed = 0
     for make, model, year, colour, count in specs:
         car_model, _ = catalog_services.car_model_get_or_create(make=make, model=model, year=year)
@@ -37,7 +54,10 @@ def tiny_catalog(photo_factory, tmp_path):
             seed += 1
             photo = photo_factory(tmp_path / f"{seed}.jpg", seed=seed, colour=colour)
             catalog_services.car_image_add(
-                car_model, data=photo.read_bytes(), origin=ImageOrigin.IMPORTED, view=ImageView.EXTERIOR,
+                car_model,
+                data=photo.read_bytes(),
+                origin=ImageOrigin.IMPORTED,
+                view=ImageView.EXTERIOR,
                 view_confidence=1.0,
             )
         seed += 1
@@ -70,8 +90,15 @@ def test_train_classifier_registers_a_version_with_metrics(tiny_catalog):
 def test_train_classifier_learns_from_every_image_and_records_cross_validated_figures(tiny_catalog):
     out = StringIO()
     call_command(
-        "train_classifier", "--min-images-per-class", "4", "--crop-size", "48", "--epochs-finetune", "2",
-        "--no-augment", stdout=out,
+        "train_classifier",
+        "--min-images-per-class",
+        "4",
+        "--crop-size",
+        "48",
+        "--epochs-finetune",
+        "2",
+        "--no-augment",
+        stdout=out,
     )
     version = ModelVersion.objects.get(kind=ModelKind.CLASSIFIER)
     metrics = version.metrics
@@ -90,8 +117,16 @@ def test_train_classifier_learns_from_every_image_and_records_cross_validated_fi
 
 def test_same_images_and_options_reuse_the_trained_bundle(tiny_catalog):
     options = TrainingOptions(
-        label_level="model-year", min_images_per_class=5, crop_size=64, epochs_head=1, epochs_finetune=0,
-        batch_size=4, max_steps_per_epoch=1, auto_augment=None, val_fraction=0.25, test_fraction=0.25,
+        label_level="model-year",
+        min_images_per_class=5,
+        crop_size=64,
+        epochs_head=1,
+        epochs_finetune=0,
+        batch_size=4,
+        max_steps_per_epoch=1,
+        auto_augment=None,
+        val_fraction=0.25,
+        test_fraction=0.25,
     )
     first = classifier_train(options)
     assert first.model_version.labels == ["2023 Acura MDX", "2023 Audi A4"]
@@ -157,8 +192,17 @@ def test_train_gate_on_known_views(photo_factory, tmp_path):
 def test_train_classifier_task_runs_the_same_service(tiny_catalog):
     from classifier import tasks
 
-    options = {"min_images_per_class": 4, "crop_size": 64, "epochs_head": 1, "epochs_finetune": 0, "batch_size": 4,
-               "max_steps_per_epoch": 1, "auto_augment": None, "val_fraction": 0.25, "test_fraction": 0.25}
+    options = {
+        "min_images_per_class": 4,
+        "crop_size": 64,
+        "epochs_head": 1,
+        "epochs_finetune": 0,
+        "batch_size": 4,
+        "max_steps_per_epoch": 1,
+        "auto_augment": None,
+        "val_fraction": 0.25,
+        "test_fraction": 0.25,
+    }
     tasks.train_classifier.delay(options, activate=True)
     version = ModelVersion.objects.get(kind=ModelKind.CLASSIFIER)
     assert version.is_active and version.labels == ["Acura MDX", "Audi A4"]
@@ -201,8 +245,11 @@ def test_a_feedback_copy_of_a_catalog_photo_is_cross_validated_in_the_same_fold(
 
     images = list(classifier_training_images(TrainingOptions()))
     training_set = build_training_set(
-        images, lambda image: car_image_label(image, "model"), dataset_dir=tmp_path / "dataset",
-        min_images_per_class=1, dedup_distance=TrainingOptions().dedup_distance,
+        images,
+        lambda image: car_image_label(image, "model"),
+        dataset_dir=tmp_path / "dataset",
+        min_images_per_class=1,
+        dedup_distance=TrainingOptions().dedup_distance,
     )
     assert training_set.feedback == 3
     sha_of_record = [record.path.name.split("-")[0] for record in training_set.records]  # "<sha256>-1.jpg"

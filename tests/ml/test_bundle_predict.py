@@ -21,9 +21,17 @@ PRE = PreprocessConfig(64, 64, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 
 def _save(path: Path, model: torch.nn.Module) -> None:
     save_bundle(
-        path, model, kind="classifier", arch="efficientnet_lite0", labels=SHAPE_CLASSES, preprocess=PRE,
-        temperature=1.7, abstain_threshold=0.4, metrics={"top1": 0.5},
-        split=Split([ManifestRecord(Path("a.png"), "red_circle", "g0")], [], [], 0), command=["test"],
+        path,
+        model,
+        kind="classifier",
+        arch="efficientnet_lite0",
+        labels=SHAPE_CLASSES,
+        preprocess=PRE,
+        temperature=1.7,
+        abstain_threshold=0.4,
+        metrics={"top1": 0.5},
+        split=Split([ManifestRecord(Path("a.png"), "red_circle", "g0")], [], [], 0),
+        command=["test"],
     )
 
 

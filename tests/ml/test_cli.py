@@ -16,15 +16,39 @@ def test_train_cli_writes_a_complete_bundle(shapes: list[ManifestRecord], tmp_pa
 
     write_manifest(shapes[::2], tmp_path / "m.csv")
     out = tmp_path / "bundle"
-    rc = main([
-        "--manifest", str(tmp_path / "m.csv"), "--output", str(out), "--epochs-head", "1",
-        "--epochs-finetune", "1", "--batch-size", "12", "--no-progress", "--val-fraction", "0.25",
-        "--test-fraction", "0.25", "--crop-size", "64",
-    ])
+    rc = main(
+        [
+            "--manifest",
+            str(tmp_path / "m.csv"),
+            "--output",
+            str(out),
+            "--epochs-head",
+            "1",
+            "--epochs-finetune",
+            "1",
+            "--batch-size",
+            "12",
+            "--no-progress",
+            "--val-fraction",
+            "0.25",
+            "--test-fraction",
+            "0.25",
+            "--crop-size",
+            "64",
+        ]
+    )
     assert rc == 0
     b = load_bundle(out)
-    for name in ("weights.safetensors", "bundle.json", "split.json", "report.csv", "report.md",
-                 "confusion_matrix.png", "curves.png", "metrics.json"):
+    for name in (
+        "weights.safetensors",
+        "bundle.json",
+        "split.json",
+        "report.csv",
+        "report.md",
+        "confusion_matrix.png",
+        "curves.png",
+        "metrics.json",
+    ):
         assert (out / name).is_file(), name
     assert b.kind == "classifier" and b.temperature > 0 and 0 <= b.abstain_threshold <= 1
     split = b.split()
@@ -39,8 +63,22 @@ def test_train_cli_cross_validates_then_trains_on_everything(shapes: list[Manife
 
     write_manifest(shapes[::2], tmp_path / "m.csv")
     out = tmp_path / "bundle"
-    assert main(["--manifest", str(tmp_path / "m.csv"), "--output", str(out), "--recipe", "classifier",
-                 "--cv-folds", "3", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "--manifest",
+                str(tmp_path / "m.csv"),
+                "--output",
+                str(out),
+                "--recipe",
+                "classifier",
+                "--cv-folds",
+                "3",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     metrics = load_bundle(out).meta["metrics"]
     assert metrics["folds"] == 3 and metrics["n"] == metrics["n_train"] == 36
     assert (out / "risk_coverage.png").is_file()

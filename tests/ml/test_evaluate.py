@@ -81,8 +81,10 @@ def test_abstain_threshold_meets_target_precision_on_val() -> None:
 def test_evaluate_predictions_writes_reports(tmp_path: Path) -> None:
     logits, targets = _overconfident(200)
     labels = list("abcde")
-    history = [{"epoch": i, "train_loss": 1 / i, "val_loss": 1.2 / i, "train_acc": 0.1 * i, "val_acc": None}
-               for i in range(1, 4)]
+    history = [
+        {"epoch": i, "train_loss": 1 / i, "val_loss": 1.2 / i, "train_acc": 0.1 * i, "val_acc": None}
+        for i in range(1, 4)
+    ]
     m = evaluate_predictions(logits, targets, labels, tmp_path, temperature=4.0, history=history)
     for name in ("report.csv", "report.md", "confusion_matrix.png", "curves.png", "metrics.json"):
         assert (tmp_path / name).stat().st_size > 0

@@ -13,9 +13,21 @@ from .conftest import SHAPE_CLASSES
 
 def _cfg(**kw) -> TrainConfig:
     base = dict(
-        arch="efficientnet_lite0", weights="imagenet", epochs_head=1, epochs_finetune=3, lr_head=1e-2,
-        lr_finetune=3e-4, warmup_epochs=0, batch_size=16, crop_size=64, resize_size=64, auto_augment=None,
-        min_scale=0.6, seed=0, patience=10, label_smoothing=0.0,
+        arch="efficientnet_lite0",
+        weights="imagenet",
+        epochs_head=1,
+        epochs_finetune=3,
+        lr_head=1e-2,
+        lr_finetune=3e-4,
+        warmup_epochs=0,
+        batch_size=16,
+        crop_size=64,
+        resize_size=64,
+        auto_augment=None,
+        min_scale=0.6,
+        seed=0,
+        patience=10,
+        label_smoothing=0.0,
     )
     base.update(kw)
     return TrainConfig(**base)

@@ -20,9 +20,19 @@ from .conftest import SHAPE_CLASSES
 
 def _cfg(**kw) -> TrainConfig:
     base = dict(
-        arch="efficientnet_lite0", weights="imagenet", epochs_finetune=4, lr_finetune=3e-3, warmup_epochs=0,
-        batch_size=16, frame_size=(48, 64), tail_blocks=-1, cached_views=1, auto_augment=None, min_scale=0.6,
-        label_smoothing=0.0, seed=0,
+        arch="efficientnet_lite0",
+        weights="imagenet",
+        epochs_finetune=4,
+        lr_finetune=3e-3,
+        warmup_epochs=0,
+        batch_size=16,
+        frame_size=(48, 64),
+        tail_blocks=-1,
+        cached_views=1,
+        auto_augment=None,
+        min_scale=0.6,
+        label_smoothing=0.0,
+        seed=0,
     )
     base.update(kw)
     return TrainConfig(**base)

