@@ -25,7 +25,7 @@ from torch import nn
 from ml.bundle import save_bundle
 from ml.crossval import CrossValidation, cross_validate
 from ml.data import ManifestRecord, load_rgb
-from ml.models import IMAGENET_CLASSES, create_model, default_preprocess, head_module, replace_head
+from ml.models import IMAGENET_CLASSES, EfficientNetLite, create_model, default_preprocess, head_module, replace_head
 from ml.presets import ClassificationPresetEval, PreprocessConfig
 
 GATE_LABELS = ["exterior", "interior", "other"]
@@ -156,6 +156,8 @@ def gate_features(records: Sequence[ManifestRecord], recipe: GateRecipe) -> Gate
 
     pre = recipe.preprocess()
     model = create_model(recipe.arch, 1000, weights="imagenet").eval()
+    if not isinstance(model, EfficientNetLite):
+        raise ValueError(f"the gate's recipe needs an EfficientNet-Lite trunk, not {recipe.arch}")
     eval_tf = ClassificationPresetEval.from_config(pre)
     tail = [T.RandomHorizontalFlip(), T.ToDtype(torch.float32, scale=True), T.Normalize(list(pre.mean), list(pre.std))]
     crop_tf = T.Compose([T.PILToTensor(), T.RandomResizedCrop(pre.crop_size, scale=(0.35, 1.0), antialias=True), *tail])

@@ -58,8 +58,8 @@ LITE_PARAMS = {
 }
 
 
-def _round_filters(c: int, width: float, divisor: int = 8) -> int:
-    c = c * width
+def _round_filters(channels: int, width: float, divisor: int = 8) -> int:
+    c = channels * width
     new = max(divisor, int(c + divisor / 2) // divisor * divisor)
     if new < 0.9 * c:
         new += divisor

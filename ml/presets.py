@@ -44,7 +44,8 @@ class ClassificationPresetEval:
     ) -> None:
         check_interpolation(interpolation)
         frame = (int(frame_size[0]), int(frame_size[1])) if frame_size is not None else None
-        self.config = PreprocessConfig(crop_size, resize_size, tuple(mean), tuple(std), interpolation, frame)
+        mean3, std3 = (float(mean[0]), float(mean[1]), float(mean[2])), (float(std[0]), float(std[1]), float(std[2]))
+        self.config = PreprocessConfig(crop_size, resize_size, mean3, std3, interpolation, frame)
 
     @classmethod
     def from_config(cls, cfg: PreprocessConfig) -> ClassificationPresetEval:

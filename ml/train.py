@@ -441,7 +441,7 @@ def train(
                 100 * row["data_wait_share"],
             )
         # ---- model selection: best val accuracy, ties broken by lower val loss
-        key = (val_acc, -val_loss) if val_acc is not None else (float(epoch), 0.0)
+        key = (val_acc, -val_loss) if val_acc is not None and val_loss is not None else (float(epoch), 0.0)
         if key > best_key:
             best_key, best_epoch = key, epoch
             if is_main:
@@ -498,13 +498,20 @@ def train(
 
 def split_tail(model: nn.Module, tail_blocks: int) -> tuple[nn.Module, nn.Module]:
     """(trunk, tail) of an EfficientNet-Lite, made of the model's own modules: tail(trunk(x)) == model(x)."""
-    blocks = list(model.blocks)
+    stem, head, pool, classifier = (_submodule(model, name) for name in ("stem", "head", "pool", "classifier"))
+    blocks = list(_submodule(model, "blocks").children())
     if tail_blocks < 0:  # the linear head alone
-        trunk = nn.Sequential(model.stem, *blocks, model.head, model.pool, nn.Flatten(1))
-        return trunk, model.classifier
+        return nn.Sequential(stem, *blocks, head, pool, nn.Flatten(1)), classifier
     cut = len(blocks) - tail_blocks
-    tail = nn.Sequential(*blocks[cut:], model.head, model.pool, nn.Flatten(1), model.classifier)
-    return nn.Sequential(model.stem, *blocks[:cut]), tail
+    tail = nn.Sequential(*blocks[cut:], head, pool, nn.Flatten(1), classifier)
+    return nn.Sequential(stem, *blocks[:cut]), tail
+
+
+def _submodule(model: nn.Module, name: str) -> nn.Module:
+    module = getattr(model, name)
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"{type(model).__name__}.{name} is not a module: not an EfficientNet-Lite")
+    return module
 
 
 class TrunkFeatures:
@@ -620,6 +627,7 @@ def cross_validate_and_fit(
     from ml.crossval import cross_validate
 
     labels = list(labels)
+    score: Callable[[nn.Module, Sequence[ManifestRecord]], torch.Tensor]
     if config.tail_blocks is not None:
         features = TrunkFeatures(config, len(labels))
 
@@ -634,12 +642,14 @@ def cross_validate_and_fit(
         def fit_model(train_records: list[ManifestRecord]) -> nn.Module:
             return train(config, train_records, [], labels, work / f"run{next(runs)}", progress=progress).model
 
-        def score(model: nn.Module, held_out: list[ManifestRecord]) -> torch.Tensor:
+        def score_model(model: nn.Module, held_out: Sequence[ManifestRecord]) -> torch.Tensor:
             from ml.evaluate import predict_logits
 
             eval_tf = ClassificationPresetEval.from_config(config.preprocess())
             unlabelled = ImageManifestDataset([replace(r, label=labels[0]) for r in held_out], {labels[0]: 0}, eval_tf)
             return predict_logits(model, unlabelled)[0]
+
+        score = score_model
 
     def fit(train_records: list[ManifestRecord]) -> Callable[[list[ManifestRecord]], torch.Tensor]:
         model = fit_model(train_records)

@@ -260,7 +260,7 @@ def _decode(classification: Classification) -> tuple[Image.Image, float]:
     started = time.perf_counter()
     with classification.image.open("rb") as fh:
         data = fh.read()
-    image = Image.open(io.BytesIO(data))
+    image: Image.Image = Image.open(io.BytesIO(data))
     image.load()
     if image.mode != "RGB":
         image = image.convert("RGB")

@@ -196,7 +196,9 @@ def build_training_set(
     kept = [(sha, label, image) for (sha, label), image in labelled if label not in dropped]
     images_dir = dataset_dir / "images"
     images_dir.mkdir(parents=True, exist_ok=True)
-    records, hashes, seen = [], [], Counter()
+    records: list[ManifestRecord] = []
+    hashes: list[int | None] = []
+    seen: Counter[str] = Counter()
     for sha, label, image in kept:
         seen[sha] += 1
         path = images_dir / f"{sha}-{seen[sha]}.jpg"
@@ -205,7 +207,9 @@ def build_training_set(
         hashes.append(int(image.phash, 16) if image.phash else None)
     if records:
         # Near-duplicates (the same press photo in several galleries) must stay on one side of the split.
-        records = group_near_duplicates(records, max_distance=dedup_distance, hashes=None if None in hashes else hashes)
+        known = [h for h in hashes if h is not None]
+        stored = known if len(known) == len(hashes) else None  # computed from the files when any is missing
+        records = group_near_duplicates(records, max_distance=dedup_distance, hashes=stored)
     manifest_path = dataset_dir / "manifest.csv"
     write_manifest(records, manifest_path)
     content = hashlib.sha256(json.dumps([(sha, label) for sha, label, _ in kept]).encode()).hexdigest()
