@@ -455,6 +455,8 @@ def main() -> int:
                     args.pool,
                     "--prefetch-multiplier",
                     str(args.prefetch),
+                    "--without-mingle",
+                    "--without-gossip",
                     "-l",
                     "warning",
                     "-n",

@@ -3,9 +3,9 @@
 With the prefork pool the models are loaded in each child (``worker_process_init``), never in the
 parent: torch's thread pools do not survive a fork, and each child needs its own copy anyway.
 Pools that do not fork (solo, threads) start loading them in a background thread as soon as the
-worker is set up, so importing torch and loading the models overlaps Celery's own start (connecting
-to the broker, then about a second spent listening for other workers); the worker starts consuming
-once they are loaded.
+worker is set up, so loading the models overlaps Celery's own start (connecting to the broker, and
+about a second listening for other workers unless started ``--without-mingle``); the worker starts
+consuming once they are loaded.
 """
 
 from __future__ import annotations
