@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from catalog.models import CarModel, Specification
 from classifier.models import ModelKind, ModelVersion, ModelVersionLabel
+from ml.bundle import file_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -93,14 +94,6 @@ def _export_onnx(bundle_dir: Path) -> None:
     ensure_onnx_export(bundle_dir)
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 @contextlib.contextmanager
 def _media_storage_errors(doing: str):
     """The storage unreachable, refusing or losing files: a RegistryError that says what was being done."""
@@ -133,7 +126,7 @@ def _copy_bundle_into_store(source: Path, kind: str, version: str) -> None:
         relative = path.relative_to(source).as_posix()
         if relative in stored or not path.is_file() or any(part.startswith(".") for part in relative.split("/")):
             continue
-        files[relative] = {"size": path.stat().st_size, "sha256": _file_sha256(path)}
+        files[relative] = {"size": path.stat().st_size, "sha256": file_sha256(path)}
         with path.open("rb") as handle:
             _storage_put(f"{prefix}/{relative}", handle)
     if files == stored:
