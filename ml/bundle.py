@@ -146,7 +146,7 @@ def save_bundle(
         raise ValueError(f"mode must be one of {', '.join(BUNDLE_MODES)}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if isinstance(getattr(model, "module", None), nn.Module):  # unwrap DDP
+    if isinstance(getattr(model, "module", None), torch.nn.Module):  # unwrap DDP
         model = model.module  # type: ignore[assignment]
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     from ml.models import head_module
