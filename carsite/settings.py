@@ -249,8 +249,8 @@ CELERY_BROKER_CONNECTION_TIMEOUT = CELERY_BROKER_TIMEOUT
 # One quick second try of a publish, then give up: an upload answers within a few seconds whatever the broker does.
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0, "interval_max": 0}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-# Celery's Django fixup otherwise closes the database connection before and after every task (measured:
-# about 8 ms per task here); tasks call close_old_connections() themselves, which honours CONN_MAX_AGE.
+# Celery's Django fixup otherwise closes the database connection before and after every task (a new
+# connection per task); tasks call close_old_connections() themselves, which honours CONN_MAX_AGE.
 CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", default=1000)
 CELERY_WORKER_SEND_TASK_EVENTS = False
 CELERY_TASK_ROUTES = {
@@ -284,7 +284,6 @@ CARSITE_INFERENCE_BACKEND = env.str("CARSITE_INFERENCE_BACKEND", default="auto")
 # with more threads than this keeps the cores computing while its other threads talk to the broker
 # and the database.
 CARSITE_CLASSIFY_COMPUTE_SLOTS = env.int("CARSITE_CLASSIFY_COMPUTE_SLOTS", default=0)
-# --- end classifier runtime ---
 
 LOGGING = {
     "version": 1,
@@ -323,7 +322,6 @@ if CARSITE_CLASSIFY_REQUEUE_EVERY > 0:
     }
 # Test-only: make every classification job sleep this long so worker-kill tests can catch it mid-task.
 CARSITE_CLASSIFY_TEST_DELAY_MS = env.int("CARSITE_CLASSIFY_TEST_DELAY_MS", default=0)
-# --- end classification ---
 
 # --- scraping ---
 # The scraper says who it is and where to reach its operator; sites may block anonymous crawlers.
