@@ -119,9 +119,11 @@ CACHES = {
 if CACHES["default"]["BACKEND"] == "django.core.cache.backends.redis.RedisCache":
     # Seconds a cache call may wait on Redis: a hung Redis must not hold every upload (throttles then let it through).
     CACHE_TIMEOUT = env.float("CACHE_TIMEOUT", default=0.5)
-    CACHES["default"].setdefault("OPTIONS", {}).update(
-        socket_timeout=CACHE_TIMEOUT, socket_connect_timeout=CACHE_TIMEOUT
-    )
+    CACHES["default"]["OPTIONS"] = {
+        **CACHES["default"].get("OPTIONS", {}),
+        "socket_timeout": CACHE_TIMEOUT,
+        "socket_connect_timeout": CACHE_TIMEOUT,
+    }
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

@@ -90,7 +90,7 @@ class Drivetrain(models.TextChoices):
     TWO_WD = "2WD", "Two-wheel drive"
 
 
-def _non_negative(*fields: str) -> list[models.CheckConstraint]:
+def _non_negative(*fields: str) -> list[models.BaseConstraint]:
     return [
         models.CheckConstraint(condition=Q(**{f"{f}__gte": 0}) | Q(**{f"{f}__isnull": True}), name=f"spec_{f}_gte_0")
         for f in fields

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from django.db import models
+
 from catalog import normalize
 from catalog.models import Specification
 
@@ -150,7 +152,7 @@ def parse_wheel_size(value: str) -> Decimal:
     return _one_decimal(Decimal(match.group(1)), "wheel size")
 
 
-def _text_for(model: type, field_name: str) -> Callable[[str], str]:
+def _text_for(model: type[models.Model], field_name: str) -> Callable[[str], str]:
     max_length = model._meta.get_field(field_name).max_length
 
     def parse(value: str) -> str:

@@ -126,7 +126,7 @@ def _is_public(address: str) -> bool:
 
 def resolve(host: str, port: int) -> list[str]:
     """The addresses ``host`` resolves to, in the resolver's order; raises socket.gaierror."""
-    return [info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
+    return [str(info[4][0]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
 
 
 def check_destination(url: str, allowed_private_hosts: tuple[str, ...] = ()) -> str:
@@ -216,6 +216,7 @@ class _RateLimiter:
             time.sleep(delay)
 
     def _wait_shared(self, host: str, interval: float) -> None:
+        assert self._redis is not None  # only called when a shared Redis is configured
         key = f"carsite:scraper:slot:{host}"
         milliseconds = max(1, int(interval * 1000))
         while not self._redis.set(key, "1", nx=True, px=milliseconds):
@@ -314,7 +315,7 @@ class Fetcher:
             ) from exc
         if result.status in (401, 403):
             parser = urllib.robotparser.RobotFileParser()
-            parser.disallow_all = True
+            parser.disallow_all = True  # type: ignore[attr-defined]  # what RobotFileParser.read() sets on a 401/403
         elif 400 <= result.status < 500:
             parser = None
         elif 200 <= result.status < 300:

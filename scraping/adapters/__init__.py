@@ -4,7 +4,7 @@ from scraping.adapters.base import Link, NotACarPage, ParseError, SourceAdapter,
 from scraping.adapters.jsonld import JsonLdAdapter
 from scraping.adapters.tcc import CarConnectionAdapter
 
-ADAPTERS: dict[str, type] = {adapter.name: adapter for adapter in (CarConnectionAdapter, JsonLdAdapter)}
+ADAPTERS: dict[str, type[SourceAdapter]] = {adapter.name: adapter for adapter in (CarConnectionAdapter, JsonLdAdapter)}
 
 
 class UnknownSource(ValueError):
