@@ -5,6 +5,7 @@ local media, so that a fresh clone runs with no services at all.
 """
 
 from pathlib import Path
+from typing import Any
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
@@ -119,11 +120,9 @@ CACHES = {
 if CACHES["default"]["BACKEND"] == "django.core.cache.backends.redis.RedisCache":
     # Seconds a cache call may wait on Redis: a hung Redis must not hold every upload (throttles then let it through).
     CACHE_TIMEOUT = env.float("CACHE_TIMEOUT", default=0.5)
-    CACHES["default"]["OPTIONS"] = {
-        **CACHES["default"].get("OPTIONS", {}),
-        "socket_timeout": CACHE_TIMEOUT,
-        "socket_connect_timeout": CACHE_TIMEOUT,
-    }
+    cache_options: dict[str, Any] = dict(CACHES["default"].get("OPTIONS") or {})
+    cache_options.update(socket_timeout=CACHE_TIMEOUT, socket_connect_timeout=CACHE_TIMEOUT)
+    CACHES["default"]["OPTIONS"] = cache_options
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

@@ -153,7 +153,10 @@ def parse_wheel_size(value: str) -> Decimal:
 
 
 def _text_for(model: type[models.Model], field_name: str) -> Callable[[str], str]:
-    max_length = model._meta.get_field(field_name).max_length
+    field = model._meta.get_field(field_name)
+    max_length = getattr(field, "max_length", None)
+    if not isinstance(max_length, int):
+        raise TypeError(f"{model.__name__}.{field_name} is not a text field with a max_length")
 
     def parse(value: str) -> str:
         text = " ".join(value.split())
