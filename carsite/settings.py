@@ -112,7 +112,7 @@ CACHE_URL = env.str("CACHE_URL", default="")
 # per-process memory cache would give every web process its own allowance per client.
 if not CACHE_URL and env.str("CELERY_BROKER_URL", default="").startswith(("redis://", "rediss://")):
     CACHE_URL = env.str("CELERY_BROKER_URL")
-CACHES = {
+CACHES: dict[str, dict[str, Any]] = {
     "default": environ.Env.cache_url_config(CACHE_URL)
     if CACHE_URL
     else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "carsite"}
@@ -120,9 +120,11 @@ CACHES = {
 if CACHES["default"]["BACKEND"] == "django.core.cache.backends.redis.RedisCache":
     # Seconds a cache call may wait on Redis: a hung Redis must not hold every upload (throttles then let it through).
     CACHE_TIMEOUT = env.float("CACHE_TIMEOUT", default=0.5)
-    cache_options: dict[str, Any] = dict(CACHES["default"].get("OPTIONS") or {})
-    cache_options.update(socket_timeout=CACHE_TIMEOUT, socket_connect_timeout=CACHE_TIMEOUT)
-    CACHES["default"]["OPTIONS"] = cache_options
+    CACHES["default"]["OPTIONS"] = {
+        **(CACHES["default"].get("OPTIONS") or {}),
+        "socket_timeout": CACHE_TIMEOUT,
+        "socket_connect_timeout": CACHE_TIMEOUT,
+    }
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
