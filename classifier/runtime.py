@@ -75,9 +75,11 @@ def _load(version_id: int) -> LoadedModel:
 
     version = ModelVersion.objects.get(pk=version_id)
     started = time.perf_counter()
+    bundle_dir: object = version.bundle_path  # what the error names if even finding the bundle fails
     try:
+        bundle_dir = model_version_bundle_dir(version)  # fetched from the media storage on first use, once
         predictor = Predictor.from_bundle(
-            model_version_bundle_dir(version),
+            bundle_dir,
             device="cpu",
             num_threads=settings.CARSITE_INFERENCE_THREADS,
             forward_batch_size=settings.CARSITE_CLASSIFY_FORWARD_BATCH or None,
@@ -85,10 +87,10 @@ def _load(version_id: int) -> LoadedModel:
         )
         predictor.warmup()
     except Exception as exc:  # any failure to read the bundle makes the model unusable; say which one
-        raise ModelLoadError(f"Cannot load {version} from {model_version_bundle_dir(version)}: {exc}") from exc
+        raise ModelLoadError(f"Cannot load {version} from {bundle_dir}: {exc}") from exc
     if predictor.version != version.version or predictor.kind != version.kind:
         raise ModelLoadError(
-            f"The bundle at {model_version_bundle_dir(version)} is {predictor.kind} {predictor.version}, "
+            f"The bundle at {bundle_dir} is {predictor.kind} {predictor.version}, "
             f"not the registered {version.kind} {version.version}."
         )
     loaded = LoadedModel(
