@@ -25,7 +25,7 @@ from catalog.imaging import ImageRejected
 from classifier.ownership import visitor_owner_token
 from classifier.selectors.classifications import classification_queryset, with_predictions
 from classifier.serializers import ClassificationSerializer, UploadRequestSerializer, accepted_job_data
-from classifier.services.intake import Upload, batch_limit, classification_create_batch, upload_read
+from classifier.services.intake import Upload, batch_size_check, classification_create_batch, upload_read
 from classifier.services.throttling import UploadThrottled, uploads_throttle
 
 BatchSerializer = inline_serializer("ClassificationBatch", {"results": ClassificationSerializer(many=True)})
@@ -73,12 +73,10 @@ class ClassificationViewSet(mixins.CreateModelMixin, mixins.RetrieveModelMixin, 
         files = request.FILES.getlist("image")
         if not files:
             return _error("missing_image", "Send the photo as a multipart part named 'image'.", 400)
-        if len(files) > batch_limit():
-            return _error(
-                "too_many_images",
-                f"{len(files)} images were sent; at most {batch_limit()} can be classified in one request.",
-                400,
-            )
+        try:
+            batch_size_check(len(files))  # before the throttle: a refused batch takes none of the allowance
+        except ImageRejected as exc:
+            return _error(exc.code, str(exc), 400)
         try:
             uploads_throttle(request, len(files))
         except UploadThrottled as exc:

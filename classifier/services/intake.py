@@ -59,6 +59,15 @@ def classification_create(
     return classification_create_batch([upload], owner_token=owner_token, user=user, limits=limits)[0]
 
 
+def batch_size_check(count: int) -> None:
+    """Refuse a request of more photos than one batch may hold (``ImageRejected``, code too_many_images)."""
+    if count > batch_limit():
+        raise imaging.ImageRejected(
+            f"{count} images were sent; at most {batch_limit()} can be classified in one request.",
+            "too_many_images",
+        )
+
+
 def classification_create_batch(
     uploads: Sequence[Upload],
     *,
@@ -69,11 +78,7 @@ def classification_create_batch(
     """Validate every upload first, then store them all in one transaction: one bad image rejects the batch."""
     if not uploads:
         raise imaging.ImageRejected("No image was uploaded.", "missing_image")
-    if len(uploads) > batch_limit():
-        raise imaging.ImageRejected(
-            f"{len(uploads)} images were sent; at most {batch_limit()} can be classified in one request.",
-            "too_many_images",
-        )
+    batch_size_check(len(uploads))
     limits = limits or imaging.limits_from_settings()
     normalised: list[tuple[Upload, imaging.NormalisedImage]] = []
     for index, upload in enumerate(uploads):
