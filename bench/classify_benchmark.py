@@ -119,7 +119,7 @@ def children(pid: int) -> list[int]:
 def steady_compute_ms(payloads: list[bytes], photos: int = 80, offset: int = 0) -> list[float]:
     """Decode + gate + classifier per photo, warm and back to back in this process, as a worker thread runs it.
 
-    Uses the active models through the worker's own runtime (same bundles, backend, threads and forward batch).
+    Uses the active models through the worker's own runtime (same bundles, backend and threads).
     """
     import io
 
@@ -224,10 +224,10 @@ def main() -> int:
     )
     parser.add_argument("--inference-threads", type=int, default=1, help="CARSITE_INFERENCE_THREADS (per model call)")
     parser.add_argument(
-        "--forward-batch",
+        "--claim-batch",
         type=int,
-        default=1,
-        help="CARSITE_CLASSIFY_FORWARD_BATCH of the worker (photos per model call; 0 = whole batch)",
+        default=8,
+        help="CARSITE_CLASSIFY_CLAIM_BATCH of the worker (jobs a task claims and writes together)",
     )
     parser.add_argument("--prefetch", type=int, default=1, help="worker prefetch multiplier")
     parser.add_argument("--uploads", type=int, default=200)
@@ -271,7 +271,7 @@ def main() -> int:
         "SECURE_COOKIES": "0",
         "CLASSIFY_ANON_RATE": "1000000/minute",
         "CARSITE_INFERENCE_THREADS": str(args.inference_threads),
-        "CARSITE_CLASSIFY_FORWARD_BATCH": str(args.forward_batch),
+        "CARSITE_CLASSIFY_CLAIM_BATCH": str(args.claim_batch),
         "CONN_MAX_AGE": "60",
         "LOG_LEVEL": "WARNING",
     }
@@ -610,7 +610,7 @@ def print_results(args: argparse.Namespace, results: dict[str, dict], bundles: l
         + ", ".join(f"{results[b]['load before']:.1f} before {b}" for b in backends)
         + f"); gunicorn {args.web_workers} x {args.web_threads} threads; celery {args.pool} pool "
         f"-c {args.concurrency} (nice {args.worker_nice}), {args.inference_threads} inference thread(s) per "
-        f"model call, one job per task, forward batch {args.forward_batch or 'whole'}"
+        f"model call, claim batch {args.claim_batch}"
     )
     print(
         f"  models ({models_source}): gate {gate.version} ({gate.mode}, {gate.arch}), classifier "

@@ -309,6 +309,9 @@ CARSITE_REQUEST_MAX_BYTES = env.int(
 # job is one photo). One at a time runs fastest when threads compute side by side on a CPU (larger calls
 # compete for the caches), and a photo's answer then never depends on which photos shared its call.
 CARSITE_CLASSIFY_FORWARD_BATCH = env.int("CARSITE_CLASSIFY_FORWARD_BATCH", default=1)
+# Jobs one worker task claims and writes together (its own and the oldest queued others): a backlog then
+# costs one claim and one write per batch; 1 is one job per task. bench/classify_benchmark.py measures it.
+CARSITE_CLASSIFY_CLAIM_BATCH = env.int("CARSITE_CLASSIFY_CLAIM_BATCH", default=8)
 # A job still queued this long after its upload (seconds) is taken to have lost its task message (the
 # broker restarted or was flushed) and gets another; Celery beat checks every CARSITE_CLASSIFY_REQUEUE_EVERY
 # seconds (0: never). The same check sends again the tasks that could not be sent (the broker was down),

@@ -1,15 +1,21 @@
-"""Classification execution: a worker's task claims its job, runs the gate and the classifier, writes the result.
+"""Classification execution: a worker's task claims jobs, runs the gate and the classifier, writes each result.
 
-One task runs one job. Every step goes through the ORM and works the same on PostgreSQL and SQLite:
+A task claims its own job and the oldest other queued ones, up to ``CARSITE_CLASSIFY_CLAIM_BATCH``: under a
+backlog one claim then serves several jobs, and the tasks of the others find them taken and only read (a
+backlog drains about half as fast again, by bench/classify_benchmark.py). Each photo still goes through the
+models on its own and its result is written as soon as it is there. Every step goes through the ORM and
+works the same on PostgreSQL and SQLite:
 
-- **claim**: the job's row is locked where the database can lock rows (``select_for_update``, skipping a row
-  another delivery is claiming right now), and one conditional UPDATE marks it running under a lease. Of two
-  deliveries of the same job only one takes it; a finished job, or one running under a live lease, is left alone.
+- **claim**: the rows are locked where the database can lock rows (``select_for_update``, skipping rows
+  another delivery is claiming right now), and one conditional UPDATE marks them running under one lease.
+  Of two deliveries of the same job only one takes it; a finished job, or one running under a live lease, is
+  left alone. The claim's ``started_at`` identifies it afterwards.
 - **run**: the photo goes through the active gate, then (an exterior) through the active classifier; models
   come from ``classifier.runtime``, which picks up a newly activated version without a restart.
-- **write**: the result and its predictions in one transaction, by a conditional UPDATE: a job another
-  delivery has finished meanwhile keeps that result, so a job never has two sets of predictions.
-- **lease**: renewed from a background thread while the job runs; a running job whose lease expired was
+- **write**: the result and its predictions in one transaction, by an UPDATE conditional on the job still
+  running under this claim: a job another delivery finished meanwhile keeps that result, so a job never has
+  two sets of predictions.
+- **lease**: renewed from a background thread while the claim runs; a running job whose lease expired was
   left by a dead worker, and the periodic requeue (``classifications_requeue_stuck``) queues it again.
 
 No active gate: the photo is treated as an exterior (``gate_verdict`` stays blank and the result page says
@@ -34,7 +40,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
-from django.db.models import Q, QuerySet
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 from PIL import Image
 
@@ -96,37 +102,48 @@ def _claimable(now: dt.datetime) -> Q:
 # --- claim ---
 
 
-def _claim(classification_id: uuid.UUID | str) -> Classification | None:
-    """Mark the job running under a fresh lease; None when there is nothing to do (finished, or being run)."""
+def claim_batch_size() -> int:
+    return max(1, int(settings.CARSITE_CLASSIFY_CLAIM_BATCH))
+
+
+def _claim(classification_id: uuid.UUID | str) -> list[Classification]:
+    """Mark this job (when it can be claimed) and the oldest other queued jobs running under one lease.
+
+    Up to ``CARSITE_CLASSIFY_CLAIM_BATCH`` jobs in all, so a backlog costs one claim and one write per batch
+    instead of per job; the tasks of the other jobs then find them taken and cost one lookup. Empty when
+    there is nothing to do. The claim's ``started_at`` is its identity: lease renewal and the write touch
+    only rows still running under this claim (a later claim of a job needs its lease to have expired).
+    """
     now = timezone.now()
     with transaction.atomic():
-        job = _locked(Classification.objects.filter(_claimable(now), pk=classification_id)).first()
-        if job is None:
-            return None
-        queue_wait_ms = job.queue_wait_ms  # from upload to the first start, kept when a job is redone
-        if queue_wait_ms is None:
-            queue_wait_ms = max(0.0, (now - job.created_at).total_seconds() * 1000)
-        claim = {
+        jobs = list(_locked(Classification.objects.filter(_claimable(now), pk=classification_id)))
+        wanted = claim_batch_size() - len(jobs)
+        if wanted > 0:
+            queued = Classification.objects.filter(status=ClassificationStatus.QUEUED).exclude(pk=classification_id)
+            jobs += list(_locked(queued.order_by("created_at"))[:wanted])
+        if not jobs:
+            return []
+        claimed = {
             "status": ClassificationStatus.RUNNING,
-            "attempts": job.attempts + 1,
+            "attempts": F("attempts") + 1,
             "started_at": now,
             "lease_expires_at": now + lease_duration(),
-            "queue_wait_ms": queue_wait_ms,
         }
-        # One conditional UPDATE decides: of two deliveries of the same job, only the first takes it.
-        if not Classification.objects.filter(_claimable(now), pk=job.pk, attempts=job.attempts).update(**claim):
-            return None
-    for name, value in claim.items():
-        setattr(job, name, value)
-    return job
+        # Conditional: on a database without row locks a job another claim took meanwhile is left alone.
+        Classification.objects.filter(_claimable(now), pk__in=[job.pk for job in jobs]).update(**claimed)
+        jobs = list(_this_claim([job.pk for job in jobs], now).order_by("created_at"))
+    return jobs
+
+
+def _this_claim(ids: Sequence[uuid.UUID], started_at: dt.datetime) -> QuerySet[Classification]:
+    """The jobs of ``ids`` still running under the claim made at ``started_at``."""
+    return Classification.objects.filter(pk__in=ids, status=ClassificationStatus.RUNNING, started_at=started_at)
 
 
 @contextlib.contextmanager
-def _lease_renewed(job: Classification) -> Iterator[None]:
-    """Renew the job's lease from a background thread while it runs, so only a dead worker's jobs expire."""
+def _lease_renewed(claim: QuerySet[Classification]) -> Iterator[None]:
+    """Renew the claim's lease from a background thread while it runs, so only a dead worker's jobs expire."""
     stop = threading.Event()
-    # This claim only (a later claim of the same job counts one attempt more).
-    claim = Classification.objects.filter(pk=job.pk, status=ClassificationStatus.RUNNING, attempts=job.attempts)
 
     def renew() -> None:
         try:
@@ -134,7 +151,7 @@ def _lease_renewed(job: Classification) -> Iterator[None]:
                 try:
                     claim.update(lease_expires_at=timezone.now() + lease_duration())
                 except Exception:  # a database hiccup: the next beat tries again
-                    logger.exception("could not renew the lease of classification %s", job.pk)
+                    logger.exception("could not renew the lease of classifications %s", claim.query)
         finally:
             connection.close()  # this thread's own connection
 
@@ -145,7 +162,7 @@ def _lease_renewed(job: Classification) -> Iterator[None]:
     except BaseException:
         stop.set()
         heartbeat.join()
-        # The task's retry (a database hiccup) must find the job claimable, not wait for the lease to run out.
+        # The task's retry (a database hiccup) must find the jobs claimable, not wait for the lease to run out.
         with contextlib.suppress(DatabaseError):
             claim.update(lease_expires_at=timezone.now())
         raise
@@ -203,9 +220,8 @@ def _gate_verdict_of(label: str) -> str:
     return label if label in GateVerdict.values else GateVerdict.OTHER
 
 
-def _classify_image(image: Image.Image) -> _Outcome:
+def _classify_image(image: Image.Image, active_ids: dict[str, int]) -> _Outcome:
     """Gate the photo, then the classifier when it is an exterior; timings in ms."""
-    active_ids = active_model_version_ids()  # one query for both kinds
     gate = _get_active_model(ModelKind.GATE, active_ids)
     verdict, gate_confidence, gate_version_id, gate_ms, batch = "", None, None, None, None
     if gate is not None:
@@ -276,7 +292,8 @@ def _readable_error(exc: BaseException) -> str:
     return "The photo could not be classified."
 
 
-def _run(job: Classification) -> None:
+def _run(job: Classification, active_ids: dict[str, int]) -> None:
+    """Classify the job's photo and write its result; a photo that cannot be classified fails its job alone."""
     from classifier.runtime import ModelLoadError, compute_slot
 
     started = time.perf_counter()
@@ -284,15 +301,12 @@ def _run(job: Classification) -> None:
     try:
         image, decode_ms = _decode(job)
         with compute_slot():
-            outcome = _classify_image(image)
-    except ModelLoadError as exc:
-        _requeue_unavailable(job, exc)
-        raise ClassificationUnavailable(str(exc)) from exc
-    except DatabaseError:
-        raise  # a database hiccup, not this photo's fault: the task's retry runs the job again
+            outcome = _classify_image(image, active_ids)
+    except (DatabaseError, ModelLoadError):
+        raise  # not this photo's fault: the task's retry runs it again (see classification_run)
     except Exception as exc:
         logger.exception("classification %s failed", job.pk)
-        _fail(job.pk, _readable_error(exc), f"{type(exc).__name__}: {exc}")
+        _fail(job, _readable_error(exc), f"{type(exc).__name__}: {exc}")
         return
     _finish(job, decode_ms, outcome, total_ms=(time.perf_counter() - started) * 1000)
 
@@ -301,30 +315,31 @@ def _run(job: Classification) -> None:
 
 
 def _finish(job: Classification, decode_ms: float, outcome: _Outcome, *, total_ms: float) -> None:
-    """Write the result and its predictions in one transaction; a job another delivery finished meanwhile is kept."""
+    """Write the result and its predictions in one transaction, while the job still runs under this claim: a job
+    another delivery took over (its lease had expired) or finished meanwhile keeps that result."""
     best = outcome.predictions[0] if outcome.predictions else None
+    queue_wait_ms = job.queue_wait_ms  # from upload to the start of the first run that finished it
+    if queue_wait_ms is None:
+        queue_wait_ms = max(0.0, (job.started_at - job.created_at).total_seconds() * 1000)
     with transaction.atomic():
         # Check and write in one statement: no job is written twice however many deliveries race.
-        written = (
-            Classification.objects.filter(pk=job.pk)
-            .exclude(status=ClassificationStatus.DONE)
-            .update(
-                status=ClassificationStatus.DONE,
-                gate_verdict=outcome.gate_verdict,
-                gate_confidence=outcome.gate_confidence,
-                gate_version_id=outcome.gate_version_id,
-                classifier_version_id=outcome.classifier_version_id,
-                predicted_car_model_id=best["car_model_id"] if best else None,
-                confidence=best["probability"] if best else None,
-                abstained=outcome.abstained,
-                make_fallback=outcome.make_fallback,
-                decode_ms=decode_ms,
-                gate_ms=outcome.gate_ms,
-                classifier_ms=outcome.classifier_ms,
-                total_ms=total_ms,
-                error="",
-                finished_at=timezone.now(),
-            )
+        written = _this_claim([job.pk], job.started_at).update(
+            status=ClassificationStatus.DONE,
+            gate_verdict=outcome.gate_verdict,
+            gate_confidence=outcome.gate_confidence,
+            gate_version_id=outcome.gate_version_id,
+            classifier_version_id=outcome.classifier_version_id,
+            predicted_car_model_id=best["car_model_id"] if best else None,
+            confidence=best["probability"] if best else None,
+            abstained=outcome.abstained,
+            queue_wait_ms=queue_wait_ms,
+            make_fallback=outcome.make_fallback,
+            decode_ms=decode_ms,
+            gate_ms=outcome.gate_ms,
+            classifier_ms=outcome.classifier_ms,
+            total_ms=total_ms,
+            error="",
+            finished_at=timezone.now(),
         )
         if not written:
             return
@@ -336,24 +351,24 @@ def _finish(job: Classification, decode_ms: float, outcome: _Outcome, *, total_m
         )
 
 
-def _fail(classification_id: uuid.UUID | str, message: str, detail: str = "") -> int:
-    """Mark the job failed unless it is done; returns 1 when it was failed, else 0."""
-    return (
-        Classification.objects.filter(pk=classification_id)
-        .exclude(status=ClassificationStatus.DONE)
-        .update(
-            status=ClassificationStatus.FAILED,
-            error=message[:MAX_ERROR_LENGTH],
-            error_detail=detail[:MAX_ERROR_LENGTH],
-            finished_at=timezone.now(),
-        )
+def _fail(job: Classification, message: str, detail: str = "") -> int:
+    """Mark this claim's job failed; returns 1 when it was failed, else 0."""
+    return _failed(_this_claim([job.pk], job.started_at), message, detail)
+
+
+def _failed(jobs: QuerySet[Classification], message: str, detail: str = "") -> int:
+    return jobs.exclude(status=ClassificationStatus.DONE).update(
+        status=ClassificationStatus.FAILED,
+        error=message[:MAX_ERROR_LENGTH],
+        error_detail=detail[:MAX_ERROR_LENGTH],
+        finished_at=timezone.now(),
     )
 
 
-def _requeue_unavailable(job: Classification, exc: Exception) -> None:
-    """Put the job back in the queue, telling the visitor only that classification is unavailable."""
-    logger.error("classification unavailable, job %s queued again: %s", job.pk, exc, exc_info=exc)
-    Classification.objects.filter(pk=job.pk, status=ClassificationStatus.RUNNING).update(
+def _requeue_unavailable(claim: QuerySet[Classification], exc: Exception) -> None:
+    """Put the claim's jobs back in the queue, telling the visitor only that classification is unavailable."""
+    logger.error("classification unavailable, jobs queued again: %s", exc, exc_info=exc)
+    claim.update(
         status=ClassificationStatus.QUEUED,
         lease_expires_at=None,
         error=UNAVAILABLE_MESSAGE,
@@ -365,23 +380,34 @@ def _requeue_unavailable(job: Classification, exc: Exception) -> None:
 
 
 def classification_run(classification_id: uuid.UUID | str) -> int:
-    """Run this job; returns 1 when this call ran it, 0 when there was nothing to do.
+    """Run this job, and the oldest other queued jobs with it (see ``_claim``); returns how many this call ran.
 
     Safe to call again for the same job: a finished job is never redone, and a job a live worker is
-    running is left alone. Raises ``ClassificationUnavailable`` when an active model cannot be loaded
-    (the job is queued again).
+    running is left alone. Each photo goes through the models on its own, so its answer does not depend
+    on its batch-mates. Raises ``ClassificationUnavailable`` when an active model cannot be loaded (the
+    jobs are queued again).
     """
-    job = _claim(classification_id)
-    if job is None:
+    from classifier.runtime import ModelLoadError
+
+    jobs = _claim(classification_id)
+    if not jobs:
         return 0
-    with _lease_renewed(job):
-        _run(job)
-    return 1
+    started_at = jobs[0].started_at
+    claim = _this_claim([job.pk for job in jobs], started_at)
+    with _lease_renewed(claim):
+        active_ids = active_model_version_ids()  # one query for both kinds, once per batch
+        try:
+            for job in jobs:
+                _run(job, active_ids)  # each answer is written as soon as it is there
+        except ModelLoadError as exc:
+            _requeue_unavailable(claim, exc)
+            raise ClassificationUnavailable(str(exc)) from exc
+    return len(jobs)
 
 
 def classification_fail_stuck(classification_id: uuid.UUID | str, message: str) -> int:
     """Fail a job stopped outside the service (e.g. its task hit the time limit); returns how many were failed."""
-    return _fail(classification_id, message)
+    return _failed(Classification.objects.filter(pk=classification_id), message)
 
 
 def classifications_requeue_stuck(*, queued_for: dt.timedelta | None = None, limit: int = 500) -> int:

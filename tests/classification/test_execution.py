@@ -1,4 +1,4 @@
-"""A worker task runs its own job: the same answer whatever else is queued, one result each, nothing lost."""
+"""A worker task runs its own job and the oldest queued others: the same answer as alone, one result each, nothing lost."""
 
 from __future__ import annotations
 
@@ -53,23 +53,28 @@ def interior_photo(shared_data) -> bytes:
     return (shared_data / "car-photos" / "images" / INTERIOR_PHOTO).read_bytes()
 
 
-def test_a_task_runs_its_own_job_with_the_answer_it_gets_alone(
-    active_gate, active_classifier, mdx_photo, interior_photo
+def _statuses(jobs: list[Classification]) -> list[str]:
+    return [Classification.objects.get(pk=job.pk).status for job in jobs]
+
+
+def test_a_task_runs_its_job_and_the_oldest_queued_ones_each_with_the_answer_it_gets_alone(
+    active_gate, active_classifier, mdx_photo, interior_photo, settings
 ):
+    settings.CARSITE_CLASSIFY_CLAIM_BATCH = 1
     alone = _queue([mdx_photo, interior_photo])
     for job in alone:
         assert classification_run(job.pk) == 1
     expected = [_stored(job) for job in alone]
 
+    settings.CARSITE_CLASSIFY_CLAIM_BATCH = 3
     queued = _queue([mdx_photo, interior_photo, mdx_photo, interior_photo, mdx_photo])
-    assert classification_run(queued[0].pk) == 1
-
-    # Only the job the task names ran; the others wait for their own tasks.
-    assert [Classification.objects.get(pk=job.pk).status for job in queued] == [ClassificationStatus.DONE] + [
-        ClassificationStatus.QUEUED
-    ] * 4
-    for job in queued[1:]:
-        assert classification_run(job.pk) == 1
+    # The last job's task: its own job, then the two oldest queued ones.
+    assert classification_run(queued[4].pk) == 3
+    done, waiting = ClassificationStatus.DONE, ClassificationStatus.QUEUED
+    assert _statuses(queued) == [done, done, waiting, waiting, done]
+    # A task whose job another task has run still takes what is queued; then there is nothing left.
+    assert classification_run(queued[0].pk) == 2
+    assert classification_run(queued[1].pk) == 0
     assert [_stored(job) for job in queued] == [expected[0], expected[1], expected[0], expected[1], expected[0]]
     # Interior photos are never sent to the classifier.
     assert queued[1].classifier_version_id is None
@@ -92,8 +97,8 @@ def test_a_delivery_of_a_finished_job_only_reads(active_gate, mdx_photo):
     with CaptureQueriesContext(connection) as queries:
         assert classification_run(job.pk) == 0
     statements = [query["sql"].lstrip().split()[0].upper() for query in queries]
-    # The claim's transaction shows as a savepoint inside the test's own transaction.
-    assert [statement for statement in statements if statement not in ("SAVEPOINT", "RELEASE")] == ["SELECT"]
+    # The claim's transaction shows as a savepoint inside the test's own transaction: its job, then the queue.
+    assert [s for s in statements if s not in ("SAVEPOINT", "RELEASE")] == ["SELECT", "SELECT"]
     job.refresh_from_db()
     assert (job.status, job.attempts) == (ClassificationStatus.DONE, 1)
 
@@ -116,17 +121,16 @@ def test_a_result_written_meanwhile_by_another_delivery_is_kept(active_gate, act
     job, other = _queue([mdx_photo, mdx_photo])
     classify_image = service._classify_image
 
-    def finished_elsewhere_meanwhile(image):
-        outcome = classify_image(image)
+    def finished_elsewhere_meanwhile(image, active_ids):
+        outcome = classify_image(image, active_ids)
         Classification.objects.filter(pk=job.pk).update(
             status=ClassificationStatus.DONE, gate_verdict="other", error="written by another delivery"
         )
         return outcome
 
     monkeypatch.setattr(service, "_classify_image", finished_elsewhere_meanwhile)
-    assert classification_run(job.pk) == 1
-    monkeypatch.setattr(service, "_classify_image", classify_image)
-    assert classification_run(other.pk) == 1
+    assert classification_run(job.pk) == 2  # its batch-mate is written as usual
+    assert classification_run(other.pk) == 0
 
     job.refresh_from_db()
     other.refresh_from_db()
@@ -161,13 +165,15 @@ def test_jobs_left_running_by_a_dead_worker_are_redone_once(active_gate, active_
         assert _answer(job) == expected
 
 
-def test_a_delivery_of_a_deleted_job_does_nothing(active_gate, mdx_photo):
+def test_a_delivery_of_a_deleted_job_runs_only_what_is_queued(active_gate, mdx_photo):
     job, other = _queue([mdx_photo, mdx_photo])
     Classification.objects.filter(pk=job.pk).delete()
 
-    assert classification_run(job.pk) == 0
+    assert classification_run(job.pk) == 1
 
-    assert Classification.objects.get(pk=other.pk).status == ClassificationStatus.QUEUED
+    assert Classification.objects.get(pk=other.pk).status == ClassificationStatus.DONE
+    assert not Classification.objects.filter(pk=job.pk).exists()
+    assert classification_run(job.pk) == 0
 
 
 def test_an_unreadable_photo_fails_alone(active_gate, active_classifier, mdx_photo):
@@ -203,8 +209,9 @@ def test_a_stopped_task_fails_its_job_only(active_gate, mdx_photo):
 
 
 def test_jobs_whose_task_was_lost_are_queued_again_and_finish(
-    active_gate, active_classifier, mdx_photo, django_capture_on_commit_callbacks
+    active_gate, active_classifier, mdx_photo, django_capture_on_commit_callbacks, settings
 ):
+    settings.CARSITE_CLASSIFY_CLAIM_BATCH = 1  # each task its own job, so a lost message leaves its job queued
     from datetime import timedelta
 
     from django.core.management import CommandError, call_command

@@ -366,10 +366,10 @@ def test_two_worker_hosts_drain_200_uploads_once_and_lose_none_when_one_is_kille
     ):
         ranks.setdefault(job_id, []).append(rank)
     assert {job_id: sorted(r) for job_id, r in ranks.items()} == {job.pk: [1, 2, 3, 4, 5] for job in exteriors}
-    # Every job ran; more than once only those the killed host was running (one per worker thread).
+    # Every job ran; more than once only those the killed host had claimed (a batch per worker thread).
     attempts = list(jobs.values_list("attempts", flat=True))
     assert min(attempts) >= 1 and max(attempts) <= 3, sorted(attempts)
-    assert sum(a > 1 for a in attempts) <= WORKER_THREADS, sorted(attempts)
+    assert sum(a > 1 for a in attempts) <= WORKER_THREADS * settings.CARSITE_CLASSIFY_CLAIM_BATCH, sorted(attempts)
     # Both hosts fetched the models from the bucket into their own folders; photos never touched their disks.
     for host in pair:
         assert {ModelKind.GATE, ModelKind.CLASSIFIER} <= {p.name for p in (host.root / "models").iterdir()}

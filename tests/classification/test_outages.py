@@ -203,7 +203,7 @@ def test_pages_answer_a_plain_503_while_the_database_is_down(client, database_do
 
 
 def test_a_failure_tells_the_visitor_no_exception_text(client, monkeypatch, django_capture_on_commit_callbacks):
-    def broken(image):
+    def broken(image, active_ids):
         raise RuntimeError("/srv/carsite/secret/weights.bin is broken")
 
     monkeypatch.setattr(service, "_classify_image", broken)
