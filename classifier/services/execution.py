@@ -106,7 +106,7 @@ def claim_batch_size() -> int:
     return max(1, int(settings.CARSITE_CLASSIFY_CLAIM_BATCH))
 
 
-def _claim(classification_id: uuid.UUID | str) -> list[Classification]:
+def _claim(classification_id: uuid.UUID | str) -> tuple[list[Classification], dt.datetime]:
     """Mark this job (when it can be claimed) and the oldest other queued jobs running under one lease.
 
     Up to ``CARSITE_CLASSIFY_CLAIM_BATCH`` jobs in all, so a backlog costs one claim and one write per batch
@@ -122,7 +122,7 @@ def _claim(classification_id: uuid.UUID | str) -> list[Classification]:
             queued = Classification.objects.filter(status=ClassificationStatus.QUEUED).exclude(pk=classification_id)
             jobs += list(_locked(queued.order_by("created_at"))[:wanted])
         if not jobs:
-            return []
+            return [], now
         claimed = {
             "status": ClassificationStatus.RUNNING,
             "attempts": F("attempts") + 1,
@@ -132,7 +132,7 @@ def _claim(classification_id: uuid.UUID | str) -> list[Classification]:
         # Conditional: on a database without row locks a job another claim took meanwhile is left alone.
         Classification.objects.filter(_claimable(now), pk__in=[job.pk for job in jobs]).update(**claimed)
         jobs = list(_this_claim([job.pk for job in jobs], now).order_by("created_at"))
-    return jobs
+    return jobs, now
 
 
 def _this_claim(ids: Sequence[uuid.UUID], started_at: dt.datetime) -> QuerySet[Classification]:
@@ -292,7 +292,7 @@ def _readable_error(exc: BaseException) -> str:
     return "The photo could not be classified."
 
 
-def _run(job: Classification, active_ids: dict[str, int]) -> None:
+def _run(job: Classification, claimed_at: dt.datetime, active_ids: dict[str, int]) -> None:
     """Classify the job's photo and write its result; a photo that cannot be classified fails its job alone."""
     from classifier.runtime import ModelLoadError, compute_slot
 
@@ -306,24 +306,26 @@ def _run(job: Classification, active_ids: dict[str, int]) -> None:
         raise  # not this photo's fault: the task's retry runs it again (see classification_run)
     except Exception as exc:
         logger.exception("classification %s failed", job.pk)
-        _fail(job, _readable_error(exc), f"{type(exc).__name__}: {exc}")
+        _failed(_this_claim([job.pk], claimed_at), _readable_error(exc), f"{type(exc).__name__}: {exc}")
         return
-    _finish(job, decode_ms, outcome, total_ms=(time.perf_counter() - started) * 1000)
+    _finish(job, claimed_at, decode_ms, outcome, total_ms=(time.perf_counter() - started) * 1000)
 
 
 # --- write ---
 
 
-def _finish(job: Classification, decode_ms: float, outcome: _Outcome, *, total_ms: float) -> None:
+def _finish(
+    job: Classification, claimed_at: dt.datetime, decode_ms: float, outcome: _Outcome, *, total_ms: float
+) -> None:
     """Write the result and its predictions in one transaction, while the job still runs under this claim: a job
     another delivery took over (its lease had expired) or finished meanwhile keeps that result."""
     best = outcome.predictions[0] if outcome.predictions else None
     queue_wait_ms = job.queue_wait_ms  # from upload to the start of the first run that finished it
     if queue_wait_ms is None:
-        queue_wait_ms = max(0.0, (job.started_at - job.created_at).total_seconds() * 1000)
+        queue_wait_ms = max(0.0, (claimed_at - job.created_at).total_seconds() * 1000)
     with transaction.atomic():
         # Check and write in one statement: no job is written twice however many deliveries race.
-        written = _this_claim([job.pk], job.started_at).update(
+        written = _this_claim([job.pk], claimed_at).update(
             status=ClassificationStatus.DONE,
             gate_verdict=outcome.gate_verdict,
             gate_confidence=outcome.gate_confidence,
@@ -351,12 +353,8 @@ def _finish(job: Classification, decode_ms: float, outcome: _Outcome, *, total_m
         )
 
 
-def _fail(job: Classification, message: str, detail: str = "") -> int:
-    """Mark this claim's job failed; returns 1 when it was failed, else 0."""
-    return _failed(_this_claim([job.pk], job.started_at), message, detail)
-
-
 def _failed(jobs: QuerySet[Classification], message: str, detail: str = "") -> int:
+    """Mark these jobs failed unless they are done; returns how many were failed."""
     return jobs.exclude(status=ClassificationStatus.DONE).update(
         status=ClassificationStatus.FAILED,
         error=message[:MAX_ERROR_LENGTH],
@@ -389,16 +387,15 @@ def classification_run(classification_id: uuid.UUID | str) -> int:
     """
     from classifier.runtime import ModelLoadError
 
-    jobs = _claim(classification_id)
+    jobs, claimed_at = _claim(classification_id)
     if not jobs:
         return 0
-    started_at = jobs[0].started_at
-    claim = _this_claim([job.pk for job in jobs], started_at)
+    claim = _this_claim([job.pk for job in jobs], claimed_at)
     with _lease_renewed(claim):
         active_ids = active_model_version_ids()  # one query for both kinds, once per batch
         try:
             for job in jobs:
-                _run(job, active_ids)  # each answer is written as soon as it is there
+                _run(job, claimed_at, active_ids)  # each answer is written as soon as it is there
         except ModelLoadError as exc:
             _requeue_unavailable(claim, exc)
             raise ClassificationUnavailable(str(exc)) from exc

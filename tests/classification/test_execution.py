@@ -1,4 +1,4 @@
-"""A worker task runs its own job and the oldest queued others: the same answer as alone, one result each, nothing lost."""
+"""A worker task runs its job and the oldest queued others: each answer as alone, one result each, nothing lost."""
 
 from __future__ import annotations
 
