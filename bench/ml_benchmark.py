@@ -108,6 +108,9 @@ def load_rows(shared: Path) -> list[dict[str, str]]:
 L2 = dict(head_l2=L2_STRENGTHS)
 VARIANTS: dict[str, Callable[[], TrainConfig]] = {
     "lite0-crop224-linear": lambda: replace(classifier_recipe("efficientnet_lite0"), frame_size=None, head_l2=()),
+    "lite0-crop224-views8-linear": lambda: replace(
+        classifier_recipe("efficientnet_lite0"), frame_size=None, head_l2=(), cached_views=8
+    ),
     "lite0-crop224-l2": lambda: replace(classifier_recipe("efficientnet_lite0"), frame_size=None, **L2),
     "lite0-frame240x320-linear": lambda: replace(
         classifier_recipe("efficientnet_lite0"), frame_size=(240, 320), head_l2=()
