@@ -597,9 +597,10 @@ def train_tail(
     assert config.tail_blocks is not None
     if config.head_l2:
         return l2_head_model(config, features, records, labels)
+    # views first: computing them reseeds torch per photo, which must not change the training's random draws
+    views = features.views(records)
     torch.manual_seed(config.seed)
     c2i = {lab: i for i, lab in enumerate(labels)}
-    views = features.views(records)
     x = views.flatten(0, 1)
     y = torch.tensor([c2i[r.label] for r in records]).repeat_interleave(views.shape[1])
     model = copy.deepcopy(features.model)

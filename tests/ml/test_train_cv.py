@@ -137,3 +137,13 @@ def test_the_l2_strength_is_chosen_inside_the_training_folds_only(shapes, monkey
     assert asked[3] == {r.path for r in records}, "the deployed model chooses on every photo"
     assert topk_accuracy(cv.logits, cv.targets, 1) > 1 / len(SHAPE_CLASSES)
     assert not model.training
+
+
+def test_the_tail_trains_the_same_whether_or_not_the_views_were_computed_before(shapes) -> None:
+    cfg = _cfg(epochs_finetune=2)
+    fresh = TrunkFeatures(cfg, len(SHAPE_CLASSES))
+    warm = TrunkFeatures(cfg, len(SHAPE_CLASSES))
+    warm.views(shapes)  # as when an earlier fold or variant asked for them
+    a = train_tail(cfg, fresh, shapes[::2], SHAPE_CLASSES).state_dict()
+    b = train_tail(cfg, warm, shapes[::2], SHAPE_CLASSES).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
