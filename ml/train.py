@@ -131,8 +131,8 @@ def classifier_recipe(arch: str = "efficientnet_lite0") -> TrainConfig:
     the plain, mirrored and four augmented views of each photo are cached, and the linear head trained on
     them for a fixed 60 epochs. With the trunk frozen, the centre crop (77.7% top-1) did as well as the whole
     frame at 240x320 (73.5%) or lite2 (77.2%); whole-network fine-tuning was too slow to cross-validate here.
-    Re-measured with all 199 photos: 76.8 ± 9.6%; the L-BFGS head with a nested L2 penalty (``head_l2``)
-    74.8%, the 240x320 frame 69-70% with either head (bench/ml_benchmark.py's docstring has every figure)."""
+    Re-measured with all 199 photos: 76.8 ± 9.6%; 8 augmented views 76.3%, the L-BFGS head with a nested L2
+    penalty (``head_l2``) 74.8%, the 240x320 frame 69-70% (bench/ml_benchmark.py's docstring has every figure)."""
     if arch not in LITE_PARAMS:  # ResNet-50/101 with the user's weights: split_tail knows only Lite trunks
         return TrainConfig(arch=arch)
     return TrainConfig(
