@@ -382,7 +382,7 @@ def main() -> int:
 
     runs = 5 if a.quick else 20
     speed = {
-        "gate hybrid efficientnet_lite0 (deployed)": time_forward(
+        f"gate {'zero-shot' if a.classifier_only else 'hybrid'} efficientnet_lite0": time_forward(
             gate_pred.model.model, gate_pred.bundle.preprocess.input_size, runs
         ),
         f"classifier {a.arch} (trained bundle)": time_forward(
