@@ -146,7 +146,9 @@ def ensure_demo_models(
         )
         outcome.classifier = active
         return outcome
-    result = photos_import(photos_dir, view_from_manifest=True, year_as_label=True)
+    # Near-duplicates kept (only exact copies are skipped): the training set groups them into one fold,
+    # as the benchmark does, instead of the catalog keeping one photo of each group.
+    result = photos_import(photos_dir, view_from_manifest=True, year_as_label=True, near_duplicate_distance=0)
     outcome.photo_import = result
     counts = ", ".join(f"{n} {outcome_name}" for outcome_name, n in result.counts.items())
     note(f"Photos from {photos_dir}: {counts}; {len(result.car_models_created)} car models created.")

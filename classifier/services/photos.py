@@ -211,7 +211,9 @@ def photos_import(
 
     Each photo goes to the car model of its make, model and year with ``year_as_label``; otherwise to
     the newest catalog car model of its make and model. Missing car models and manufacturers are
-    created. Safe to run again: copies and near-copies of stored images are reported as duplicates.
+    created. Safe to run again: copies and near-copies of stored images are reported as duplicates
+    (near-copies within ``near_duplicate_distance``, default CARSITE_NEAR_DUPLICATE_DISTANCE; 0 keeps
+    them, as training wants: it groups near-duplicates into one fold rather than losing them).
     A photo is imported in its own transaction, so a rejected file never leaves a car model behind.
     """
     directory = Path(directory)

@@ -236,8 +236,11 @@ def classifier_training_images(options: TrainingOptions) -> QuerySet[CarImage]:
 
 def _fingerprint(training_set: TrainingSet, kind: str, options: TrainingOptions) -> str:
     fields = {"kind": kind, "images": training_set.content_hash, "options": options.fingerprint_fields()}
+    # The recipe's defaults change the trained model too: a new default recipe trains anew.
     if kind == ModelKind.GATE:
-        fields["recipe"] = asdict(gate_recipe(options))  # the recipe's defaults change the trained gate too
+        fields["recipe"] = asdict(gate_recipe(options))
+    else:
+        fields["recipe"] = asdict(options.train_config(kind))
     payload = json.dumps(fields, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
 

@@ -40,6 +40,42 @@ def test_an_earlier_zero_shot_gate_is_reactivated_not_rebuilt(settings, tmp_path
     assert ModelVersion.objects.count() == 1
 
 
+def test_the_demo_classifier_learns_from_every_photo_near_duplicates_grouped(settings, tmp_path, zero_shot_gate_bundle):
+    """The demo once imported one photo of each near-duplicate group, and trained on about 2/3 of its photos."""
+    from PIL import Image
+
+    from classifier.services.registry import model_version_bundle_dir
+    from classifier.services.training import TrainingOptions
+    from ml.bundle import load_bundle
+    from tests.classifier.conftest import draw_photo
+
+    settings.CARSITE_SHARED_DATA_DIR = tmp_path / "no-shared-data"  # no spec CSV to read
+    model_version_register(zero_shot_gate_bundle, notes=f"{ZERO_SHOT_NOTES_PREFIX} (test)")
+    photos = tmp_path / "photos"
+    rows = []
+    for first_seed, make, model, colour in ((0, "Acura", "MDX", (200, 20, 20)), (10, "Audi", "A4", (20, 20, 200))):
+        for seed in range(first_seed, first_seed + 3):
+            original = draw_photo(photos / "images" / f"{model}-{seed}.jpg", seed=seed, colour=colour, size=(320, 240))
+            with Image.open(original) as image:  # the same press photo, smaller and recompressed
+                image.resize((240, 180)).save(photos / "images" / f"{model}-{seed}-small.jpg", quality=70)
+            rows += [
+                f"{model}-{seed}{suffix}.jpg,{make},{model},2023,exterior,labelled-model" for suffix in ("", "-small")
+            ]
+    (photos / "manifest.csv").write_text("file,make,model,year,view,subject\n" + "\n".join(rows) + "\n")
+    tiny = TrainingOptions(
+        min_images_per_class=3, crop_size=48, epochs_finetune=1, auto_augment=None, cv_folds=2, seed=0
+    )
+
+    outcome = ensure_demo_models(photos, training=tiny)
+
+    assert outcome.photo_import.counts["imported"] == 12
+    metrics = outcome.classifier.metrics
+    assert metrics["n_train"] == metrics["n"] == 12, "every photo trains the model and is scored out of fold"
+    split = load_bundle(model_version_bundle_dir(outcome.classifier)).split()
+    assert len({record.group for record in split.train}) == 6, "each photo and its near-duplicate share a group"
+    assert any("on 12 photos" in message for message in outcome.messages)
+
+
 @pytest.mark.slow
 def test_demo_with_shared_photos_names_an_acura_mdx(shared_data, settings):
     from matplotlib import cbook
@@ -55,6 +91,9 @@ def test_demo_with_shared_photos_names_an_acura_mdx(shared_data, settings):
     assert "Acura MDX" in classifier.labels and "Alfa Romeo 4C Spider" in classifier.labels
     assert all(len(label.split()) >= 2 and not label[:4].isdigit() for label in classifier.labels)
     assert classifier.metrics["top1"] > 1 / len(classifier.labels), "better than chance on held-out photos"
+    with (photos / "manifest.csv").open(newline="") as handle:
+        exterior = [r for r in csv.DictReader(handle) if r["view"] == "exterior" and r["subject"] == "labelled-model"]
+    assert classifier.metrics["n_train"] == len(exterior), "the demo learns from every labelled exterior photo"
 
     loaded = get_active_model(ModelKind.CLASSIFIER)
     mdx_id = loaded.car_model_ids["Acura MDX"]

@@ -95,6 +95,20 @@ def test_near_duplicates_are_reported_as_duplicates(tmp_path, photo_factory):
     assert "near-duplicate" in result.with_outcome("duplicate")[0].reason
 
 
+def test_keep_near_duplicates_skips_only_exact_copies(tmp_path, photo_factory):
+    from PIL import Image
+
+    original = photo_factory(tmp_path / "2023 Audi A4" / "a.jpg", seed=1, colour=(120, 0, 0))
+    with Image.open(original) as image:
+        image.resize((320, 240)).save(tmp_path / "2023 Audi A4" / "b.jpg", quality=70)
+    out = StringIO()
+    call_command("import_photos", str(tmp_path), "--keep-near-duplicates", stdout=out)
+    assert "2 imported, 0 duplicate" in out.getvalue()
+    out = StringIO()
+    call_command("import_photos", str(tmp_path), "--keep-near-duplicates", stdout=out)
+    assert "0 imported, 2 duplicate" in out.getvalue(), "exact copies are still skipped: safe to run again"
+
+
 def test_unreadable_and_unlabelled_files_are_rejected_with_reasons(tmp_path, photo_factory):
     (tmp_path / "2023 Audi A4").mkdir()
     (tmp_path / "2023 Audi A4" / "broken.jpg").write_bytes(b"not a jpeg at all")

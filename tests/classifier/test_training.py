@@ -272,3 +272,24 @@ def test_train_classifier_reports_how_many_feedback_photos_it_used(tiny_catalog,
     version = ModelVersion.objects.get(kind=ModelKind.CLASSIFIER)
     assert version.metrics["n_feedback"] == 2
     assert load_bundle(model_version_bundle_dir(version)).meta["metrics"]["n_feedback"] == 2
+
+
+def test_a_new_default_recipe_trains_anew_instead_of_reusing_the_cached_bundle(tiny_catalog, monkeypatch, tmp_path):
+    from dataclasses import replace
+
+    import ml.train
+    from classifier.services.training import _fingerprint, build_training_set, car_image_label
+    from classifier.services.training import classifier_training_images as images_of
+
+    options = TrainingOptions(min_images_per_class=4)
+    training_set = build_training_set(
+        images_of(options),
+        lambda image: car_image_label(image, "model"),
+        dataset_dir=tmp_path / "dataset",
+        min_images_per_class=4,
+        dedup_distance=options.dedup_distance,
+    )
+    before = _fingerprint(training_set, ModelKind.CLASSIFIER, options)
+    recipe = ml.train.classifier_recipe
+    monkeypatch.setattr(ml.train, "classifier_recipe", lambda arch: replace(recipe(arch), head_l2=(1.0,)))
+    assert _fingerprint(training_set, ModelKind.CLASSIFIER, options) != before

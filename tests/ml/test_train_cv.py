@@ -103,3 +103,47 @@ def test_a_resnet_gets_the_two_phase_recipe_not_the_lite_only_frozen_trunk():
     lite, resnet = classifier_recipe("efficientnet_lite0"), classifier_recipe("resnet50")
     assert lite.tail_blocks == -1  # only EfficientNet-Lite trunks can be split (ml.train.split_tail)
     assert (resnet.arch, resnet.tail_blocks) == ("resnet50", None)
+
+
+def test_the_l2_head_fits_raw_features_and_a_stronger_penalty_shrinks_it() -> None:
+    from ml.train import fit_l2_head
+
+    torch.manual_seed(0)
+    y = torch.arange(60) % 3
+    x = torch.randn(60, 8) * torch.tensor([100.0, 1, 1, 1, 1, 1, 1, 0.01]) + 3 * torch.nn.functional.one_hot(y, 8)
+    weak_w, weak_b = fit_l2_head(x, y, 3, 1e-4)
+    strong_w, _ = fit_l2_head(x, y, 3, 1.0)
+    assert ((x @ weak_w.T + weak_b).argmax(1) == y).all(), "separable: the lightly penalised head fits every row"
+    assert (strong_w * x.std(0)).norm() < (weak_w * x.std(0)).norm()
+    again_w, again_b = fit_l2_head(x, y, 3, 1e-4)
+    assert torch.equal(again_w, weak_w) and torch.equal(again_b, weak_b), "deterministic"
+
+
+def test_the_l2_strength_is_chosen_inside_the_training_folds_only(shapes, monkeypatch) -> None:
+    import ml.train
+
+    records = _grouped(shapes)
+    asked: list[set[Path]] = []
+    choose = ml.train.choose_l2_strength
+
+    def spy(config, views, y, train_records, num_classes):
+        asked.append({r.path for r in train_records})
+        return choose(config, views, y, train_records, num_classes)
+
+    monkeypatch.setattr(ml.train, "choose_l2_strength", spy)
+    cv, model = cross_validate_and_fit(_cfg(head_l2=(1e-3, 1e-1)), records, SHAPE_CLASSES, k=3)
+    for fold, seen in enumerate(asked[:3]):
+        assert seen == {r.path for r, f in zip(records, cv.folds, strict=True) if f != fold}
+    assert asked[3] == {r.path for r in records}, "the deployed model chooses on every photo"
+    assert topk_accuracy(cv.logits, cv.targets, 1) > 1 / len(SHAPE_CLASSES)
+    assert not model.training
+
+
+def test_the_tail_trains_the_same_whether_or_not_the_views_were_computed_before(shapes) -> None:
+    cfg = _cfg(epochs_finetune=2)
+    fresh = TrunkFeatures(cfg, len(SHAPE_CLASSES))
+    warm = TrunkFeatures(cfg, len(SHAPE_CLASSES))
+    warm.views(shapes)  # as when an earlier fold or variant asked for them
+    a = train_tail(cfg, fresh, shapes[::2], SHAPE_CLASSES).state_dict()
+    b = train_tail(cfg, warm, shapes[::2], SHAPE_CLASSES).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -11,7 +11,8 @@ class Command(BaseCommand):
     help = (
         "Import labelled photos as catalog images: a folder with a manifest.csv (file, make, model, year, "
         "view, subject), '<year> <make> <model>/' sub-folders, or The Car Connection file names "
-        "'Make_Model_Year_….jpg'. Copies and near-copies of stored images are skipped."
+        "'Make_Model_Year_….jpg'. Copies and near-copies of stored images are skipped (near-copies are kept "
+        "with --keep-near-duplicates)."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -27,6 +28,12 @@ class Command(BaseCommand):
             help="file each photo under its own model year (creating e.g. '2011 Acura MDX'); by default all "
             "photos of a make and model go to the newest catalog car model of that make and model",
         )
+        parser.add_argument(
+            "--keep-near-duplicates",
+            action="store_true",
+            help="skip only exact copies: keep near-copies (resized or recompressed versions of one photo) as "
+            "training data, which cross-validation keeps in one fold",
+        )
         parser.add_argument("--verbose-items", action="store_true", help="list every file that was not imported")
 
     def handle(self, *args: object, **options: object) -> None:
@@ -35,6 +42,7 @@ class Command(BaseCommand):
                 Path(str(options["directory"])),
                 view_from_manifest=bool(options["view_from_manifest"]),
                 year_as_label=bool(options["year_as_label"]),
+                near_duplicate_distance=0 if options["keep_near_duplicates"] else None,
             )
         except PhotoImportError as exc:
             raise CommandError(str(exc)) from None
