@@ -18,8 +18,8 @@ lite0-crop224-views8-linear,lite0-crop224-linear`; ms forward at batch 1 on one 
     recipe                                 top-1        top-3  coverage@90%  ECE raw -> calibrated  wall   ms
     lite0-crop224-linear (deployed)        76.8 ± 9.6%  95.4%  56.3%         17.7% -> 7.8%           85 s  22.5
     lite0-crop224-views8-linear            76.3 ± 7.2%  94.4%  58.3%         14.0% -> 5.8%          161 s   -
-    lite0-crop224-l2 (nested penalty)      74.8 ± 7.2%  94.4%  42.7%         10.1% -> 8.5%           78 s  24.9
-    lite0-frame240x320-l2                  70.2 ± 8.8%  94.4%  23.1%         14.9% -> 10.3%         558 s  31.1
+    lite0-crop224-l2 (removed)             74.8 ± 7.2%  94.4%  42.7%         10.1% -> 8.5%           78 s  24.9
+    lite0-frame240x320-l2 (removed)        70.2 ± 8.8%  94.4%  23.1%         14.9% -> 10.3%         558 s  31.1
     lite0-frame240x320-linear              69.3 ± 5.8%  92.4%  16.1%         12.3% -> 11.0%          24 s  71.7
 
 (the deployed recipe printed 61.8% coverage and 7.9% ECE before train_tail stopped letting the caching of
@@ -29,7 +29,8 @@ at this size. views8: 8 cached augmented views instead of 4, same ms, not clearl
 network.) On the same folds and cached views, by a script outside the repo: test-time flip (mean of the
 logits of the photo and its mirror image) with the deployed head 76.3 ± 8.8%, coverage 46.7%, ECE 8.8%;
 the L2 head with its penalty chosen by log-loss without temperature 75.8 ± 8.1% (it always chose the
-strongest penalty of L2_STRENGTHS). Recorded before, not reproduced here: lite2 frame 260x347 80.0 ± 7.8%;
+strongest penalty of its grid; the L-BFGS head was removed after these runs, as it did not pay). Recorded
+before, not reproduced here: lite2 frame 260x347 80.0 ± 7.8%;
 concatenated frozen features of lite0 crop + lite0 frame + lite2 frame 84.5 ± 8.3% (three trunks, past the
 budget). ECE over ~200 photos: with 15 bins a perfectly calibrated model with the deployed recipe's
 out-of-fold confidences would show 7.1% on average (5.7% with 10 bins, 4.2% with 5), so its 7.9% is near
@@ -76,7 +77,6 @@ from ml.gate import (  # noqa: E402
 from ml.models import create_model, default_preprocess  # noqa: E402
 from ml.predict import Predictor, group_matrix  # noqa: E402
 from ml.train import (  # noqa: E402
-    L2_STRENGTHS,
     TrainConfig,
     TrunkFeatures,
     classifier_recipe,
@@ -108,23 +108,14 @@ def load_rows(shared: Path) -> list[dict[str, str]]:
     return rows
 
 
-# Recipes compared by cross-validation (--variants); each trains for a fixed number of epochs or chooses
-# inside the training folds. "-linear": the AdamW head; "-l2": the L-BFGS head, its penalty chosen nested.
-L2 = dict(head_l2=L2_STRENGTHS)
+# Recipes compared by cross-validation (--variants); each trains its linear head for a fixed number of epochs.
 VARIANTS: dict[str, Callable[[], TrainConfig]] = {
-    "lite0-crop224-linear": lambda: replace(classifier_recipe("efficientnet_lite0"), frame_size=None, head_l2=()),
+    "lite0-crop224-linear": lambda: replace(classifier_recipe("efficientnet_lite0"), frame_size=None),
     "lite0-crop224-views8-linear": lambda: replace(
-        classifier_recipe("efficientnet_lite0"), frame_size=None, head_l2=(), cached_views=8
+        classifier_recipe("efficientnet_lite0"), frame_size=None, cached_views=8
     ),
-    "lite0-crop224-l2": lambda: replace(classifier_recipe("efficientnet_lite0"), frame_size=None, **L2),
-    "lite0-frame240x320-linear": lambda: replace(
-        classifier_recipe("efficientnet_lite0"), frame_size=(240, 320), head_l2=()
-    ),
-    "lite0-frame240x320-l2": lambda: replace(classifier_recipe("efficientnet_lite0"), frame_size=(240, 320), **L2),
-    "lite2-frame260x347-linear": lambda: replace(
-        classifier_recipe("efficientnet_lite2"), frame_size=(260, 347), head_l2=()
-    ),
-    "lite2-frame260x347-l2": lambda: replace(classifier_recipe("efficientnet_lite2"), frame_size=(260, 347), **L2),
+    "lite0-frame240x320-linear": lambda: replace(classifier_recipe("efficientnet_lite0"), frame_size=(240, 320)),
+    "lite2-frame260x347-linear": lambda: replace(classifier_recipe("efficientnet_lite2"), frame_size=(260, 347)),
 }
 
 
@@ -413,11 +404,7 @@ def main() -> int:
     print(
         f"recipe {cfg.arch}, input {cfg.preprocess().input_size} (whole frame={cfg.frame_size is not None}), "
         f"tail blocks {cfg.tail_blocks}, "
-        + (
-            f"L-BFGS head, L2 penalty chosen nested among {cfg.head_l2}, "
-            if cfg.head_l2
-            else f"{cfg.epochs_finetune} epochs at lr {cfg.lr_finetune:g}, "
-        )
+        + f"{cfg.epochs_finetune} epochs at lr {cfg.lr_finetune:g}, "
         + f"{cfg.cached_views} augmented views + plain + mirrored per photo"
     )
     print(f"out-of-fold, mean ± spread over folds: {cv_line(metrics)}")

@@ -50,10 +50,6 @@ from ml.presets import ClassificationPresetEval, ClassificationPresetTrain, Prep
 log = logging.getLogger("ml.train")
 
 
-# The L2 penalties the L-BFGS head chooses among (TrainConfig.head_l2), on standardised features.
-L2_STRENGTHS = (3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
-
-
 @dataclass
 class TrainConfig:
     arch: str = "efficientnet_lite0"
@@ -98,10 +94,6 @@ class TrainConfig:
     # the linear head) trains, for `epochs_finetune` epochs. -1: the linear head alone. None: train().
     tail_blocks: int | None = None
     cached_views: int = 4
-    # With tail_blocks=-1: the linear head is a logistic regression on the cached views, fitted by L-BFGS
-    # with an L2 penalty chosen among these by grouped cross-validation inside the training photos (nested);
-    # () trains it for epochs_finetune epochs of AdamW instead.
-    head_l2: tuple[float, ...] = ()
 
     def preprocess(self) -> PreprocessConfig:
         base = default_preprocess(self.arch)
@@ -131,8 +123,8 @@ def classifier_recipe(arch: str = "efficientnet_lite0") -> TrainConfig:
     the plain, mirrored and four augmented views of each photo are cached, and the linear head trained on
     them for a fixed 60 epochs. With the trunk frozen, the centre crop (77.7% top-1) did as well as the whole
     frame at 240x320 (73.5%) or lite2 (77.2%); whole-network fine-tuning was too slow to cross-validate here.
-    Re-measured with all 199 photos: 76.8 ± 9.6%; 8 augmented views 76.3%, the L-BFGS head with a nested L2
-    penalty (``head_l2``) 74.8%, the 240x320 frame 69-70% (bench/ml_benchmark.py's docstring has every figure)."""
+    Re-measured with all 199 photos: 76.8 ± 9.6%; 8 augmented views 76.3%, an L-BFGS head with a nested L2
+    penalty 74.8% (removed), the 240x320 frame 69-70% (bench/ml_benchmark.py's docstring has every figure)."""
     if arch not in LITE_PARAMS:  # ResNet-50/101 with the user's weights: split_tail knows only Lite trunks
         return TrainConfig(arch=arch)
     return TrainConfig(
@@ -595,8 +587,6 @@ def train_tail(
 ) -> nn.Module:
     """A copy of the ImageNet model whose tail learned ``records`` from their cached views (eval mode)."""
     assert config.tail_blocks is not None
-    if config.head_l2:
-        return l2_head_model(config, features, records, labels)
     # views first: computing them reseeds torch per photo, which must not change the training's random draws
     views = features.views(records)
     torch.manual_seed(config.seed)
@@ -618,72 +608,6 @@ def train_tail(
     for epoch in range(config.epochs_finetune):
         loss = train_tail_one_epoch(tail, x, y, criterion, optimizer, scheduler, config.batch_size, generator)
         log.debug("tail epoch %d/%d loss %.4f", epoch + 1, config.epochs_finetune, loss)
-    return model.eval()
-
-
-def fit_l2_head(
-    x: torch.Tensor, y: torch.Tensor, num_classes: int, strength: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(weight, bias) of the multinomial logistic regression of ``y`` on ``x`` with penalty strength * |W|^2.
-
-    Fitted on standardised features (so one penalty suits every feature's scale) by L-BFGS from zero, which
-    is deterministic; the standardisation is folded into the returned weights, which apply to raw features.
-    """
-    mean, std = x.mean(0), x.std(0) + 1e-6
-    z = (x - mean) / std
-    weight = torch.zeros(num_classes, x.shape[1], requires_grad=True)
-    bias = torch.zeros(num_classes, requires_grad=True)
-    optimizer = torch.optim.LBFGS([weight, bias], lr=1, max_iter=200, line_search_fn="strong_wolfe")
-
-    def closure() -> torch.Tensor:
-        optimizer.zero_grad()
-        loss = F.cross_entropy(z @ weight.T + bias, y) + strength * weight.square().sum()
-        loss.backward()
-        return loss
-
-    with torch.enable_grad():
-        optimizer.step(closure)
-    raw_weight = weight.detach() / std
-    return raw_weight, bias.detach() - raw_weight @ mean
-
-
-def choose_l2_strength(
-    config: TrainConfig, views: torch.Tensor, y: torch.Tensor, records: Sequence[ManifestRecord], num_classes: int
-) -> float:
-    """The penalty of ``config.head_l2`` whose heads predict the training photos best by grouped 4-fold
-    cross-validation among them (log-loss after temperature scaling, as the bundle is calibrated)."""
-    from ml.data import grouped_folds
-    from ml.evaluate import fit_temperature
-
-    folds = torch.tensor(grouped_folds(records, k=4, seed=config.seed))
-    losses = []
-    for strength in config.head_l2:
-        logits = torch.zeros(len(records), num_classes)
-        for f in folds.unique():
-            fit, held_out = folds != f, folds == f
-            weight, bias = fit_l2_head(
-                views[fit].flatten(0, 1), y[fit].repeat_interleave(views.shape[1]), num_classes, strength
-            )
-            logits[held_out] = views[held_out, 0] @ weight.T + bias
-        losses.append(float(F.cross_entropy(logits / fit_temperature(logits, y), y)))
-    log.debug("L2 strengths %s: inner log-loss %s", config.head_l2, losses)
-    return config.head_l2[losses.index(min(losses))]
-
-
-def l2_head_model(
-    config: TrainConfig, features: TrunkFeatures, records: Sequence[ManifestRecord], labels: Sequence[str]
-) -> nn.Module:
-    """A copy of the ImageNet model whose linear head is ``fit_l2_head``'s on ``records``' cached views."""
-    c2i = {lab: i for i, lab in enumerate(labels)}
-    views = features.views(records)
-    y = torch.tensor([c2i[r.label] for r in records])
-    strength = choose_l2_strength(config, views, y, records, len(labels))
-    weight, bias = fit_l2_head(views.flatten(0, 1), y.repeat_interleave(views.shape[1]), len(labels), strength)
-    model = copy.deepcopy(features.model)
-    head = head_parameters(model)
-    with torch.no_grad():
-        next(head).copy_(weight)
-        next(head).copy_(bias)
     return model.eval()
 
 
