@@ -109,10 +109,11 @@ def claim_batch_size() -> int:
 def _claim(classification_id: uuid.UUID | str) -> tuple[list[Classification], dt.datetime]:
     """Mark this job (when it can be claimed) and the oldest other queued jobs running under one lease.
 
-    Up to ``CARSITE_CLASSIFY_CLAIM_BATCH`` jobs in all, so a backlog costs one claim and one write per batch
-    instead of per job; the tasks of the other jobs then find them taken and cost one lookup. Empty when
-    there is nothing to do. The claim's ``started_at`` is its identity: lease renewal and the write touch
-    only rows still running under this claim (a later claim of a job needs its lease to have expired).
+    Up to ``CARSITE_CLASSIFY_CLAIM_BATCH`` jobs in all, so a backlog costs one claim per batch instead of per
+    job (each result is still written on its own); the tasks of the other jobs find them taken and only
+    read. Empty when there is nothing to do. The claim's ``started_at`` is its identity: lease renewal and
+    the write touch only rows still running under this claim (a later claim of a job needs its lease to
+    have expired).
     """
     now = timezone.now()
     with transaction.atomic():
