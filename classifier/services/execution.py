@@ -102,10 +102,6 @@ def _claimable(now: dt.datetime) -> Q:
 # --- claim ---
 
 
-def claim_batch_size() -> int:
-    return max(1, int(settings.CARSITE_CLASSIFY_CLAIM_BATCH))
-
-
 def _claim(classification_id: uuid.UUID | str) -> tuple[list[Classification], dt.datetime]:
     """Mark this job (when it can be claimed) and the oldest other queued jobs running under one lease.
 
@@ -118,7 +114,7 @@ def _claim(classification_id: uuid.UUID | str) -> tuple[list[Classification], dt
     now = timezone.now()
     with transaction.atomic():
         jobs = list(_locked(Classification.objects.filter(_claimable(now), pk=classification_id)))
-        wanted = claim_batch_size() - len(jobs)
+        wanted = max(1, int(settings.CARSITE_CLASSIFY_CLAIM_BATCH)) - len(jobs)
         if wanted > 0:
             queued = Classification.objects.filter(status=ClassificationStatus.QUEUED).exclude(pk=classification_id)
             jobs += list(_locked(queued.order_by("created_at"))[:wanted])
@@ -142,8 +138,10 @@ def _this_claim(ids: Sequence[uuid.UUID], started_at: dt.datetime) -> QuerySet[C
 
 
 @contextlib.contextmanager
-def _lease_renewed(claim: QuerySet[Classification]) -> Iterator[None]:
-    """Renew the claim's lease from a background thread while it runs, so only a dead worker's jobs expire."""
+def _lease_renewed(ids: Sequence[uuid.UUID], started_at: dt.datetime) -> Iterator[None]:
+    """Renew the lease of the claim made at ``started_at`` from a background thread while it runs, so only a
+    dead worker's jobs expire."""
+    claim = _this_claim(ids, started_at)
     stop = threading.Event()
 
     def renew() -> None:
@@ -152,7 +150,7 @@ def _lease_renewed(claim: QuerySet[Classification]) -> Iterator[None]:
                 try:
                     claim.update(lease_expires_at=timezone.now() + lease_duration())
                 except Exception:  # a database hiccup: the next beat tries again
-                    logger.exception("could not renew the lease of classifications %s", claim.query)
+                    logger.exception("could not renew the lease of classifications %s", [str(pk) for pk in ids])
         finally:
             connection.close()  # this thread's own connection
 
@@ -391,14 +389,14 @@ def classification_run(classification_id: uuid.UUID | str) -> int:
     jobs, claimed_at = _claim(classification_id)
     if not jobs:
         return 0
-    claim = _this_claim([job.pk for job in jobs], claimed_at)
-    with _lease_renewed(claim):
+    ids = [job.pk for job in jobs]
+    with _lease_renewed(ids, claimed_at):
         active_ids = active_model_version_ids()  # one query for both kinds, once per batch
         try:
             for job in jobs:
                 _run(job, claimed_at, active_ids)  # each answer is written as soon as it is there
         except ModelLoadError as exc:
-            _requeue_unavailable(claim, exc)
+            _requeue_unavailable(_this_claim(ids, claimed_at), exc)
             raise ClassificationUnavailable(str(exc)) from exc
     return len(jobs)
 
