@@ -227,7 +227,7 @@ def main() -> int:
         "--claim-batch",
         type=int,
         default=8,
-        help="CARSITE_CLASSIFY_CLAIM_BATCH of the worker (jobs a task claims and writes together)",
+        help="CARSITE_CLASSIFY_CLAIM_BATCH of the worker (jobs a task claims together; each result is written alone)",
     )
     parser.add_argument("--prefetch", type=int, default=1, help="worker prefetch multiplier")
     parser.add_argument("--uploads", type=int, default=200)

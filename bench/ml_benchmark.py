@@ -7,7 +7,7 @@ never straddle folds; every photo is scored once, by a model that never saw it).
 (ml.train.classifier_recipe) trains for a fixed number of epochs, so it makes no choice on the scored fold;
 temperature and abstain threshold are fitted on the out-of-fold predictions, as the deployed bundle's are.
 ``--variants`` cross-validates other recipes (VARIANTS below) and prints each beside its ms per photo (one
-thread); variants that differ only in their head share the trunk outputs. ``--classifier-only`` skips the
+thread). ``--classifier-only`` skips the
 gate's cross-validation (the pair's speed is then timed with the zero-shot gate, the same network).
 
 Every classifier variant tried, over the 199 photos (93 near-duplicate groups), on a busy 2-core machine
@@ -90,7 +90,6 @@ from ml.models import create_model, default_preprocess  # noqa: E402
 from ml.predict import Predictor, group_matrix  # noqa: E402
 from ml.train import (  # noqa: E402
     TrainConfig,
-    TrunkFeatures,
     classifier_recipe,
     cross_validate_and_fit,
     fit_bundle_cv,
@@ -137,21 +136,6 @@ VARIANTS: dict[str, Callable[[], TrainConfig]] = {
         lr_finetune=3e-4,
     ),
 }
-
-
-def trunk_key(cfg: TrainConfig) -> tuple:
-    """What the cached trunk outputs depend on: variants that differ only in their head share them."""
-    return (
-        cfg.arch,
-        cfg.weights,
-        cfg.preprocess(),
-        cfg.auto_augment,
-        cfg.min_scale,
-        cfg.crop_ratio,
-        cfg.cached_views,
-        cfg.tail_blocks,
-        cfg.seed,
-    )
 
 
 def cv_line(metrics: dict) -> str:
@@ -332,10 +316,7 @@ def main() -> int:
         cfg = replace(cfg, epochs_finetune=1, cached_views=0)
     t = time.perf_counter()
     clf_dir = out / "classifier"
-    trunks: dict[tuple, TrunkFeatures] = {}
-    if cfg.tail_blocks is not None:
-        trunks[trunk_key(cfg)] = TrunkFeatures(cfg, len(labels))
-    _, _, metrics = fit_bundle_cv(cfg, ext, clf_dir, labels=labels, k=a.folds, features=trunks.get(trunk_key(cfg)))
+    _, _, metrics = fit_bundle_cv(cfg, ext, clf_dir, labels=labels, k=a.folds)
     t_ours = time.perf_counter() - t
     print(f"(done: deployed recipe: {cv_line(metrics)}; {t_ours:.0f}s)", flush=True)
     variant_rows = []
@@ -344,14 +325,7 @@ def main() -> int:
         if a.quick:
             vcfg = replace(vcfg, epochs_finetune=1, cached_views=0)
         t = time.perf_counter()
-        key = trunk_key(vcfg)
-        shared = key in trunks
-        if not shared:
-            trunks[key] = TrunkFeatures(vcfg, len(labels))
-        trunk = trunks[key]
-        cv, model = cross_validate_and_fit(
-            vcfg, ext, labels, k=a.folds, work_dir=out / f"variant-{name}", features=trunk
-        )
+        cv, model = cross_validate_and_fit(vcfg, ext, labels, k=a.folds, work_dir=out / f"variant-{name}")
         temperature, threshold = cv.calibration()
         vmetrics = cv.report(out / f"variant-{name}" / "report", temperature, threshold)
         vmetrics["target_precision"] = 0.9
@@ -362,7 +336,6 @@ def main() -> int:
                 vmetrics,
                 time.perf_counter() - t,
                 time_forward(model, vcfg.preprocess().input_size, 5 if a.quick else 20),
-                shared,
             )
         )
         print(f"(done: variant {name}: {cv_line(vmetrics)}; {variant_rows[-1][2]:.0f}s)", flush=True)
@@ -432,9 +405,8 @@ def main() -> int:
     print("per-class report over all out-of-fold predictions:")
     print((clf_dir / "report.md").read_text(encoding="utf-8"))
     print(f"answers that changed on a second pass (batch 1 vs batched): {carsite_changed}/{len(test_paths)}")
-    for name, vmetrics, seconds, ms, shared in variant_rows:
-        shared_note = " (trunk outputs of an earlier variant)" if shared else ""
-        print(f"variant {name}: {cv_line(vmetrics)}  | {seconds:.0f}s{shared_note} | {ms:.1f} ms/photo forward")
+    for name, vmetrics, seconds, ms in variant_rows:
+        print(f"variant {name}: {cv_line(vmetrics)}  | {seconds:.0f}s | {ms:.1f} ms/photo forward")
     print()
     print(f"=== gate (exterior/interior/other vs view labels), {t_gate:.0f}s ===")
     for line in gate_lines:
