@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from ml.crossval import CrossValidation
 from ml.data import ImageManifestDataset, ManifestRecord, Split, group_near_duplicates, read_manifest, split_grouped
+from ml.evaluate import topk_accuracy
 from ml.models import (
     LITE_PARAMS,
     backbone_modules,
@@ -256,6 +257,8 @@ def train(
 ) -> TrainResult:
     """Train `config.arch` on the records; returns the best-on-validation model (eval mode).
 
+    A frozen-trunk recipe (``tail_blocks`` set) trains its tail on cached views for its fixed epochs instead
+    (``train_frozen_trunk``): no checkpoints, no early stopping.
     Checkpoints go to work_dir/last.pt every epoch (model, optimiser, scheduler, epoch, history,
     RNG) and work_dir/best.pt. Each epoch reseeds from (seed, epoch), so a resumed run replays
     exactly what an uninterrupted run would have done.
@@ -265,6 +268,8 @@ def train(
     labels = list(labels)
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
+    if config.tail_blocks is not None:
+        return train_frozen_trunk(config, train_records, val_records, labels, work)
     dist_info = _DistInfo()
     if dist_info.enabled and not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
@@ -611,6 +616,33 @@ def train_tail(
     return model.eval()
 
 
+def train_frozen_trunk(
+    config: TrainConfig,
+    train_records: Sequence[ManifestRecord],
+    val_records: Sequence[ManifestRecord],
+    labels: Sequence[str],
+    work_dir: Path,
+) -> TrainResult:
+    """``train`` for a frozen-trunk recipe: the tail learns ``train_records`` for the recipe's fixed epochs;
+    ``val_records`` are only scored (they calibrate the bundle in ``fit_bundle``)."""
+    labels = list(labels)
+    features = TrunkFeatures(config, len(labels))
+    model = train_tail(config, features, train_records, labels)
+    val_acc = None
+    if val_records:
+        targets = torch.tensor([labels.index(r.label) for r in val_records])
+        val_acc = topk_accuracy(features.logits(model, val_records), targets, 1)
+    return TrainResult(
+        model=model,
+        history=[],
+        best_epoch=config.epochs_finetune,
+        best_val_acc=val_acc,
+        labels=labels,
+        preprocess=config.preprocess(),
+        work_dir=work_dir,
+    )
+
+
 # ---------------------------------------------------------------- cross-validate -> train on all -> bundle
 
 
@@ -621,21 +653,19 @@ def cross_validate_and_fit(
     k: int = 5,
     work_dir: str | Path | None = None,
     progress: bool = False,
-    features: TrunkFeatures | None = None,
 ) -> tuple[CrossValidation, nn.Module]:
     """Out-of-fold predictions of the recipe over ``records`` (grouped ``k``-fold), and its model on all of them.
 
     The recipe makes no choice on the scored fold: it trains for a fixed number of epochs (no validation
     split, no early stopping) or chooses inside the training folds, and temperature and threshold come from
-    the out-of-fold predictions. ``features``: trunk outputs computed for a recipe with the same trunk,
-    geometry and views (the benchmark shares them between variants of the head).
+    the out-of-fold predictions.
     """
     from ml.crossval import cross_validate
 
     labels = list(labels)
     score: Callable[[nn.Module, Sequence[ManifestRecord]], torch.Tensor]
     if config.tail_blocks is not None:
-        trunk = features or TrunkFeatures(config, len(labels))
+        trunk = TrunkFeatures(config, len(labels))
 
         def fit_model(train_records: list[ManifestRecord]) -> nn.Module:
             return train_tail(config, trunk, train_records, labels)
@@ -676,17 +706,15 @@ def fit_bundle_cv(
     progress: bool = False,
     target_precision: float = 0.9,
     extra_metrics: dict[str, Any] | None = None,
-    features: TrunkFeatures | None = None,
 ) -> tuple[Path, nn.Module, dict[str, Any]]:
     """Cross-validate the recipe, train it on all ``records`` and save a bundle whose metrics, temperature
-    and abstain threshold are the out-of-fold ones (records need their near-duplicate groups set;
-    ``features`` as in ``cross_validate_and_fit``)."""
+    and abstain threshold are the out-of-fold ones (records need their near-duplicate groups set)."""
     from ml.bundle import save_bundle
 
     labels = sorted({r.label for r in records}) if labels is None else list(labels)
     output = Path(output)
     work = Path(work_dir) if work_dir else output.parent / f".{output.name}-work"
-    cv, model = cross_validate_and_fit(config, records, labels, k, work, progress, features)
+    cv, model = cross_validate_and_fit(config, records, labels, k, work, progress)
     temperature, threshold = cv.calibration(target_precision)
     report_dir = work / "report"
     metrics = cv.report(report_dir, temperature, threshold)

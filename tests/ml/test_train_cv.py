@@ -103,3 +103,19 @@ def test_a_resnet_gets_the_two_phase_recipe_not_the_lite_only_frozen_trunk():
     lite, resnet = classifier_recipe("efficientnet_lite0"), classifier_recipe("resnet50")
     assert lite.tail_blocks == -1  # only EfficientNet-Lite trunks can be split (ml.train.split_tail)
     assert (resnet.arch, resnet.tail_blocks) == ("resnet50", None)
+
+
+def test_one_split_training_of_the_frozen_trunk_recipe_trains_its_head_alone(shapes, tmp_path: Path) -> None:
+    # fit_bundle and `python -m ml.train` without --cv-folds go through train(): it must train the recipe's
+    # head on cached views, not fine-tune the whole network with the head's learning rate.
+    from ml.models import create_model
+    from ml.train import train
+
+    cfg = _cfg(epochs_finetune=2)
+    result = train(cfg, shapes[::4], shapes[1::8], SHAPE_CLASSES, tmp_path)
+    expected = train_tail(cfg, TrunkFeatures(cfg, len(SHAPE_CLASSES)), shapes[::4], SHAPE_CLASSES).state_dict()
+    trained, imagenet = result.model.state_dict(), create_model(cfg.arch, len(SHAPE_CLASSES), "imagenet").state_dict()
+    assert trained.keys() == expected.keys()
+    assert all(torch.equal(trained[k], expected[k]) for k in trained)
+    assert all(torch.equal(trained[k], imagenet[k]) for k in trained if not k.startswith("classifier."))
+    assert result.best_val_acc is not None and result.preprocess == cfg.preprocess() and not result.model.training
