@@ -42,11 +42,15 @@ network.) On the same folds and cached views, by a script outside the repo: test
 logits of the photo and its mirror image) with the deployed head 76.3 ± 8.8%, coverage 46.7%, ECE 8.8%;
 the L2 head with its penalty chosen by log-loss without temperature 75.8 ± 8.1% (it always chose the
 strongest penalty of its grid; the L-BFGS head was removed after these runs, as it did not pay). Recorded
-before, not reproduced here: lite2 frame 260x347 80.0 ± 7.8%;
-concatenated frozen features of lite0 crop + lite0 frame + lite2 frame 84.5 ± 8.3% (three trunks, past the
-budget). ECE over ~200 photos: with 15 bins a perfectly calibrated model with the deployed recipe's
-out-of-fold confidences would show 7.1% on average (5.7% with 10 bins, 4.2% with 5), so its 7.9% is near
-that floor and a 5% target is below what 15 bins can resolve here; variants now print their floor.
+before and not reproduced: lite2 frame 260x347 80.0 ± 7.8%; concatenated frozen features of lite0 crop +
+lite0 frame + lite2 frame 84.5 ± 8.3%. Re-measured on a quiet machine (2026-12-02, the deployed head recipe on
+the concatenated features of one 256x341 frame, by a script outside the repo): lite2 on the frame + lite0 on
+its centre 224 slice 76.9 ± 11.0%, top-3 94.9%, coverage 64.3%, ECE 14.4% -> 5.5%, 257 s; + lite0 on the
+whole frame too 78.0 ± 11.2%, top-3 95.4%, coverage 65.8%, ECE 16.6% -> 8.5%, 341 s. Two or three trunks
+for at most a point: not worth their compute. ECE over ~200 photos: with 15 bins a perfectly calibrated
+model with the deployed recipe's out-of-fold confidences would show 7.1% on average (5.7% with 10 bins, 4.2%
+with 5), so its 7.9% is near that floor and a 5% target is below what 15 bins can resolve here;
+variants now print their floor.
 
 The gate is cross-validated instead (grouped 5 folds over all 238 view-labelled photos; `--gate-only`
 prints just that): every recipe in GATE_VARIANTS is printed with its figures. The recipe it replaced
