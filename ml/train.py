@@ -245,6 +245,61 @@ def _evaluate(model: nn.Module, loader: DataLoader, device: torch.device) -> tup
     return (loss_sum / count, correct / count) if count else (float("nan"), float("nan"))
 
 
+def train_one_epoch(
+    net: nn.Module,
+    model: nn.Module,
+    loader: DataLoader,
+    steps: int,
+    criterion: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
+    device: torch.device,
+    *,
+    phase: str,
+    freeze_bn: bool,
+    channels_last: bool,
+    use_amp: bool,
+    bar: Any,
+) -> tuple[float, int, int, float]:
+    """``steps`` optimiser steps of ``net`` (``model``, or its DDP wrapper) over ``loader``.
+
+    Returns (summed loss, correct, images, seconds spent waiting for data) of this process."""
+    net.train()
+    if phase == "head":
+        for m in backbone_modules(model):
+            m.eval()  # frozen backbone: keep its BatchNorm statistics too
+    elif freeze_bn:
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
+    loss_sum, correct, count, wait = 0.0, 0, 0, 0.0
+    t_ready = time.perf_counter()
+    for step, (x, y) in enumerate(loader):
+        if step >= steps:
+            break
+        wait += time.perf_counter() - t_ready
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if channels_last:
+            x = x.to(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+            out = net(x)
+            loss = criterion(out.float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        loss_sum += float(loss.detach()) * len(y)
+        correct += int((out.detach().argmax(1) == y).sum())
+        count += len(y)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss_sum / count:.3f}", acc=f"{correct / count:.3f}")
+        t_ready = time.perf_counter()
+    bar.close()
+    return loss_sum, correct, count, wait
+
+
 def train(
     config: TrainConfig,
     train_records: Sequence[ManifestRecord],
@@ -377,42 +432,28 @@ def train(
         assert optimizer is not None and scheduler is not None
 
         # ---- train one epoch
-        net.train()
-        if phase == "head":
-            for m in backbone_modules(model):
-                m.eval()  # frozen backbone: keep its BatchNorm statistics too
-        elif config.freeze_bn:
-            for m in model.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    m.eval()
-        loss_sum, correct, count, wait = 0.0, 0, 0, 0.0
         t_start = time.perf_counter()
-        t_ready = t_start
-        bar = tqdm(
-            total=steps_per_epoch, desc=f"epoch {epoch + 1}/{total_epochs} [{phase}]", disable=not progress, leave=False
+        loss_sum, correct, count, wait = train_one_epoch(
+            net,
+            model,
+            train_loader,
+            steps_per_epoch,
+            criterion,
+            optimizer,
+            scheduler,
+            scaler,
+            device,
+            phase=phase,
+            freeze_bn=config.freeze_bn,
+            channels_last=channels_last,
+            use_amp=use_amp,
+            bar=tqdm(
+                total=steps_per_epoch,
+                desc=f"epoch {epoch + 1}/{total_epochs} [{phase}]",
+                disable=not progress,
+                leave=False,
+            ),
         )
-        for steps, (x, y) in enumerate(train_loader):
-            if steps >= steps_per_epoch:
-                break
-            wait += time.perf_counter() - t_ready
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            if channels_last:
-                x = x.to(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                out = net(x)
-                loss = criterion(out.float(), y)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            loss_sum += float(loss.detach()) * len(y)
-            correct += int((out.detach().argmax(1) == y).sum())
-            count += len(y)
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss_sum / count:.3f}", acc=f"{correct / count:.3f}")
-            t_ready = time.perf_counter()
-        bar.close()
         train_time = time.perf_counter() - t_start
         if dist_info.enabled:
             t = torch.tensor([loss_sum, correct, count], dtype=torch.float64, device=device)
