@@ -47,7 +47,12 @@ lite0 frame + lite2 frame 84.5 ± 8.3%. Re-measured on a quiet machine (2026-12-
 the concatenated features of one 256x341 frame, by a script outside the repo): lite2 on the frame + lite0 on
 its centre 224 slice 76.9 ± 11.0%, top-3 94.9%, coverage 64.3%, ECE 14.4% -> 5.5%, 257 s; + lite0 on the
 whole frame too 78.0 ± 11.2%, top-3 95.4%, coverage 65.8%, ECE 16.6% -> 8.5%, 341 s. Two or three trunks
-for at most a point: not worth their compute. ECE over ~200 photos: with 15 bins a perfectly calibrated
+for at most a point: not worth their compute. Test-time crops with the deployed model (the same folds, by a
+script outside the repo; mean of the logits): the centre crop alone reproduces 76.8% exactly; left, centre and
+right 224 squares of the 256-short-side photo 76.3 ± 8.9%, coverage 67.3%, ECE 15.4% -> 8.4%; the three and
+their mirror images 75.8 ± 7.8%, coverage 63.3%, ECE 6.0%; centre and mirror 76.3 ± 8.8%, coverage 46.7%. Three
+crops answer 11 points more photos at 90% precision for 3x the classifier's compute, and no more right:
+a lead to confirm on more photos, not deployed. ECE over ~200 photos: with 15 bins a perfectly calibrated
 model with the deployed recipe's out-of-fold confidences would show 7.1% on average (5.7% with 10 bins, 4.2%
 with 5), so its 7.9% is near that floor and a 5% target is below what 15 bins can resolve here;
 variants now print their floor.
