@@ -245,6 +245,13 @@ def _evaluate(model: nn.Module, loader: DataLoader, device: torch.device) -> tup
     return (loss_sum / count, correct / count) if count else (float("nan"), float("nan"))
 
 
+def keep_batchnorm_statistics(module: nn.Module) -> None:
+    """Put every BatchNorm of a training ``module`` in eval mode: it normalises with, and keeps, its statistics."""
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
 def train_one_epoch(
     net: nn.Module,
     model: nn.Module,
@@ -270,9 +277,7 @@ def train_one_epoch(
         for m in backbone_modules(model):
             m.eval()  # frozen backbone: keep its BatchNorm statistics too
     elif freeze_bn:
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.eval()
+        keep_batchnorm_statistics(model)
     loss_sum, correct, count, wait = 0.0, 0, 0, 0.0
     t_ready = time.perf_counter()
     for step, (x, y) in enumerate(loader):
@@ -613,9 +618,7 @@ def train_tail_one_epoch(
 ) -> float:
     """One pass over the cached views in a seeded order; BatchNorm keeps its ImageNet statistics. Mean loss."""
     tail.train()
-    for m in tail.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.eval()
+    keep_batchnorm_statistics(tail)
     order, loss_sum = torch.randperm(len(x), generator=generator), 0.0
     for start in range(0, len(x), batch_size):
         batch = order[start : start + batch_size]
