@@ -305,6 +305,112 @@ def train_one_epoch(
     return loss_sum, correct, count, wait
 
 
+@dataclass
+class _Progress:
+    """Where a run is and what it has chosen: what last.pt carries besides the weights and the optimiser."""
+
+    history: list[dict[str, Any]] = field(default_factory=list)
+    next_epoch: int = 0
+    best_epoch: int = -1
+    best_key: tuple[float, float] = (-math.inf, -math.inf)  # (val accuracy, -val loss)
+    stopped_early: bool = False
+
+
+def _resume(last_path: Path, model: nn.Module, config: TrainConfig, labels: list[str]) -> tuple[_Progress, dict]:
+    """Restore the weights, progress and RNG state of ``last_path``; also returns the checkpoint itself (its
+    optimiser state is restored once the phase it was saved in is rebuilt)."""
+    ckpt = torch.load(last_path, map_location="cpu", weights_only=False)
+    if ckpt["labels"] != labels or ckpt["config"]["arch"] != config.arch:
+        raise ValueError(f"checkpoint {last_path} was trained with other labels/arch; refusing to resume")
+    model.load_state_dict(ckpt["model"])
+    _set_rng_state(ckpt["rng"])
+    progress = _Progress(
+        history=list(ckpt["history"]),
+        next_epoch=int(ckpt["epoch"]) + 1,
+        best_epoch=int(ckpt["best_epoch"]),
+        best_key=tuple(ckpt["best_key"]),
+        stopped_early=bool(ckpt.get("stopped_early", False)),
+    )
+    return progress, ckpt
+
+
+def _save_checkpoint(path: Path, progress: _Progress, epoch: int, phase: str, parts: dict[str, Any]) -> None:
+    """last.pt: everything a resumed run needs to replay what an uninterrupted one would have done."""
+    state = {
+        **parts,
+        "epoch": epoch,
+        "phase": phase,
+        "history": progress.history,
+        "best_epoch": progress.best_epoch,
+        "best_key": list(progress.best_key),
+        "stopped_early": progress.stopped_early,
+        "rng": _rng_state(),
+    }
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)  # atomic: a crash mid-save never leaves a broken checkpoint
+
+
+def _epoch_loader(
+    config: TrainConfig,
+    train_ds: ImageManifestDataset,
+    epoch: int,
+    sampler: DistributedSampler | None,
+    device: torch.device,
+) -> DataLoader:
+    """Epoch ``epoch``'s batches, reseeded from (seed, epoch) so a resumed run draws what an uninterrupted one
+    would."""
+    _seed_everything(config.seed * 1000 + epoch)
+    if sampler is not None:
+        sampler.set_epoch(epoch)
+        epoch_sampler: Any = sampler
+    else:
+        epoch_sampler = RandomSampler(train_ds, generator=torch.Generator().manual_seed(config.seed * 1000 + epoch))
+    return DataLoader(
+        train_ds,
+        batch_size=config.batch_size,
+        sampler=epoch_sampler,
+        num_workers=config.num_workers,
+        pin_memory=device.type == "cuda",
+        drop_last=len(train_ds) > config.batch_size,
+        persistent_workers=False,
+    )
+
+
+def _phase_optimizer(
+    config: TrainConfig, model: nn.Module, phase: str, steps_per_epoch: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """The optimiser and schedule of ``phase``: "head" trains the new head alone, "finetune" the whole network."""
+    frozen = phase == "head"
+    set_backbone_trainable(model, not frozen)
+    params = [p for p in model.parameters() if p.requires_grad]
+    lr = config.lr_head if frozen else config.lr_finetune
+    optimizer = _make_optimizer(
+        config, params, lr, list(head_parameters(model)), 1.0 if frozen else config.finetune_head_lr_mult
+    )
+    epochs = config.epochs_head if frozen else config.epochs_finetune
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, _lr_lambda(config.warmup_epochs * steps_per_epoch, epochs * steps_per_epoch)
+    )
+    return optimizer, scheduler
+
+
+def _log_epoch(row: dict[str, Any], total_epochs: int) -> None:
+    log.info(
+        "epoch %d/%d %s train loss %.4f acc %.3f | val loss %s acc %s | lr %.2e | %.1f img/s | data wait %.0f%%",
+        row["epoch"],
+        total_epochs,
+        row["phase"],
+        row["train_loss"],
+        row["train_acc"],
+        "-" if row["val_loss"] is None else f"{row['val_loss']:.4f}",
+        "-" if row["val_acc"] is None else f"{row['val_acc']:.3f}",
+        row["lr"],
+        row["images_per_s"],
+        100 * row["data_wait_share"],
+    )
+
+
 def train(
     config: TrainConfig,
     train_records: Sequence[ManifestRecord],
@@ -339,7 +445,7 @@ def train(
     use_amp = config.amp and device.type == "cuda"
     channels_last = config.channels_last and device.type == "cuda"
     is_main = dist_info.is_main
-    progress = progress and is_main
+    show_bar = progress and is_main
 
     _seed_everything(config.seed)
     pre = config.preprocess()
@@ -360,24 +466,12 @@ def train(
         model = model.to(memory_format=torch.channels_last)
 
     total_epochs = config.epochs_head + config.epochs_finetune
-    history: list[dict[str, Any]] = []
-    start_epoch = 0
-    best_epoch, best_key = -1, (-math.inf, -math.inf)
-    stopped_early = False
-    ckpt: dict[str, Any] | None = None
     last_path, best_path = work / "last.pt", work / "best.pt"
+    run, ckpt = _Progress(), None
     if resume and last_path.is_file():
-        ckpt = torch.load(last_path, map_location="cpu", weights_only=False)
-        if ckpt["labels"] != labels or ckpt["config"]["arch"] != config.arch:
-            raise ValueError(f"checkpoint {last_path} was trained with other labels/arch; refusing to resume")
-        model.load_state_dict(ckpt["model"])
-        history = list(ckpt["history"])
-        start_epoch = int(ckpt["epoch"]) + 1
-        best_epoch, best_key = int(ckpt["best_epoch"]), tuple(ckpt["best_key"])
-        stopped_early = bool(ckpt.get("stopped_early", False))
-        _set_rng_state(ckpt["rng"])
+        run, ckpt = _resume(last_path, model, config, labels)
         if is_main:
-            log.info("resumed from %s at epoch %d", last_path, start_epoch)
+            log.info("resumed from %s at epoch %d", last_path, run.next_epoch)
 
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
@@ -386,44 +480,16 @@ def train(
     scheduler: torch.optim.lr_scheduler.LambdaLR | None = None
     net: nn.Module = model
 
-    for epoch in range(start_epoch, 0 if stopped_early else total_epochs):
-        want = "head" if epoch < config.epochs_head else "finetune"
-        # ---- data for this epoch (reseeded so resume == uninterrupted run)
-        _seed_everything(config.seed * 1000 + epoch)
-        if sampler is not None:
-            sampler.set_epoch(epoch)
-            epoch_sampler: Any = sampler
-        else:
-            g = torch.Generator().manual_seed(config.seed * 1000 + epoch)
-            epoch_sampler = RandomSampler(train_ds, generator=g)
-        train_loader = DataLoader(
-            train_ds,
-            batch_size=config.batch_size,
-            sampler=epoch_sampler,
-            num_workers=config.num_workers,
-            pin_memory=device.type == "cuda",
-            drop_last=len(train_ds) > config.batch_size,
-            persistent_workers=False,
-        )
+    for epoch in range(run.next_epoch, 0 if run.stopped_early else total_epochs):
+        train_loader = _epoch_loader(config, train_ds, epoch, sampler, device)
         steps_per_epoch = len(train_loader)
         if config.max_steps_per_epoch:
             steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
-
+        want = "head" if epoch < config.epochs_head else "finetune"
         if want != phase:
-            # ---- (re)build optimiser for the phase; restore its state when resuming mid-phase
             phase = want
-            frozen = phase == "head"
-            set_backbone_trainable(model, not frozen)
-            params = [p for p in model.parameters() if p.requires_grad]
-            lr = config.lr_head if frozen else config.lr_finetune
-            optimizer = _make_optimizer(
-                config, params, lr, list(head_parameters(model)), 1.0 if frozen else config.finetune_head_lr_mult
-            )
-            n_ep = config.epochs_head if frozen else config.epochs_finetune
-            scheduler = torch.optim.lr_scheduler.LambdaLR(
-                optimizer, _lr_lambda(config.warmup_epochs * steps_per_epoch, n_ep * steps_per_epoch)
-            )
-            if ckpt is not None and ckpt.get("phase") == phase:
+            optimizer, scheduler = _phase_optimizer(config, model, phase, steps_per_epoch)
+            if ckpt is not None and ckpt.get("phase") == phase:  # resuming mid-phase
                 optimizer.load_state_dict(ckpt["optimizer"])
                 scheduler.load_state_dict(ckpt["scheduler"])
                 if use_amp and ckpt.get("scaler"):
@@ -434,9 +500,8 @@ def train(
                 net = nn.parallel.DistributedDataParallel(
                     model, device_ids=[device.index] if device.type == "cuda" else None
                 )
-        assert optimizer is not None and scheduler is not None
+        assert optimizer is not None and scheduler is not None and phase is not None
 
-        # ---- train one epoch
         t_start = time.perf_counter()
         loss_sum, correct, count, wait = train_one_epoch(
             net,
@@ -455,7 +520,7 @@ def train(
             bar=tqdm(
                 total=steps_per_epoch,
                 desc=f"epoch {epoch + 1}/{total_epochs} [{phase}]",
-                disable=not progress,
+                disable=not show_bar,
                 leave=False,
             ),
         )
@@ -477,56 +542,34 @@ def train(
             "data_wait_share": wait / train_time if train_time > 0 else 0.0,
             "epoch_time_s": time.perf_counter() - t_start,
         }
-        history.append(row)
+        run.history.append(row)
         if is_main:
-            log.info(
-                "epoch %d/%d %s train loss %.4f acc %.3f | val loss %s acc %s | lr %.2e | %.1f img/s"
-                " | data wait %.0f%%",
-                epoch + 1,
-                total_epochs,
-                phase,
-                row["train_loss"],
-                row["train_acc"],
-                "-" if val_loss is None else f"{val_loss:.4f}",
-                "-" if val_acc is None else f"{val_acc:.3f}",
-                row["lr"],
-                row["images_per_s"],
-                100 * row["data_wait_share"],
-            )
-        # ---- model selection: best val accuracy, ties broken by lower val loss
+            _log_epoch(row, total_epochs)
+        # model selection: best val accuracy, ties broken by lower val loss
         key = (val_acc, -val_loss) if val_acc is not None and val_loss is not None else (float(epoch), 0.0)
-        if key > best_key:
-            best_key, best_epoch = key, epoch
+        if key > run.best_key:
+            run.best_key, run.best_epoch = key, epoch
             if is_main:
                 torch.save({"model": model.state_dict(), "epoch": epoch}, best_path)
-        since_best = epoch - max(best_epoch, config.epochs_head - 1)
-        stopped_early = (
+        since_best = epoch - max(run.best_epoch, config.epochs_head - 1)
+        run.stopped_early = (
             phase == "finetune" and val_acc is not None and since_best >= config.patience and epoch < total_epochs - 1
         )
         if is_main:
-            state = {
+            parts = {
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict() if use_amp else None,
-                "epoch": epoch,
-                "phase": phase,
-                "history": history,
-                "best_epoch": best_epoch,
-                "best_key": list(best_key),
-                "stopped_early": stopped_early,
-                "rng": _rng_state(),
                 "labels": labels,
                 "config": asdict(config),
             }
-            tmp = last_path.with_suffix(".tmp")
-            torch.save(state, tmp)
-            os.replace(tmp, last_path)  # atomic: a crash mid-save never leaves a broken checkpoint
+            _save_checkpoint(last_path, run, epoch, phase, parts)
         if dist_info.enabled:
             dist.barrier()
         if on_epoch_end is not None:
             on_epoch_end(row)
-        if stopped_early:
+        if run.stopped_early:
             if is_main:
                 log.info("early stopping: no val improvement for %d epochs", since_best)
             break
@@ -536,13 +579,13 @@ def train(
     model.eval()
     return TrainResult(
         model=model,
-        history=history,
-        best_epoch=best_epoch + 1,
-        best_val_acc=best_key[0] if history and history[0]["val_acc"] is not None else None,
+        history=run.history,
+        best_epoch=run.best_epoch + 1,
+        best_val_acc=run.best_key[0] if run.history and run.history[0]["val_acc"] is not None else None,
         labels=labels,
         preprocess=pre,
         work_dir=work,
-        stopped_early=stopped_early,
+        stopped_early=run.stopped_early,
     )
 
 
