@@ -196,7 +196,7 @@ def train_demo_models(photos_dir: Path) -> float:
     return time.perf_counter() - started
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gate-bundle", type=Path, help="serve this gate bundle (default: train the demo's)")
     parser.add_argument("--classifier-bundle", type=Path, help="serve this classifier (default: train the demo's)")
@@ -243,21 +243,17 @@ def main() -> int:
     parser.add_argument("--measure-compute", type=int, default=0, metavar="THREADS", help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.photos = args.photos or args.demo_photos / "images"
-    if args.measure_compute:
-        return measure_compute_here(args.photos, args.measure_compute)
-    backends = [b for b in args.backends.split(",") if b]
-    if not set(backends) <= set(BACKENDS) or not backends:
+    args.backends = [b for b in args.backends.split(",") if b]
+    if not set(args.backends) <= set(BACKENDS) or not args.backends:
         parser.error(f"--backends: a comma-separated list of {', '.join(BACKENDS)}")
     if (args.gate_bundle is None) != (args.classifier_bundle is None):
         parser.error("give both --gate-bundle and --classifier-bundle, or neither (the demo's are trained)")
-    photos = sorted(p for p in args.photos.glob("*.jpg"))
-    if not photos:
-        print(f"no photos under {args.photos}", file=sys.stderr)
-        return 2
+    return args
 
-    work = Path(tempfile.mkdtemp(prefix="carsite-classify-bench-"))
-    db_name = f"carsite_bench_{os.getpid()}"
-    env = {
+
+def service_env(args: argparse.Namespace, work: Path, db_name: str) -> dict[str, str]:
+    """The environment of the web server, the workers and this process: everything temporary and its own."""
+    return {
         **os.environ,
         "DATABASE_URL": f"{args.postgres}/{db_name}",
         "CELERY_BROKER_URL": args.redis,
@@ -274,14 +270,263 @@ def main() -> int:
         "CARSITE_CLASSIFY_CLAIM_BATCH": str(args.claim_batch),
         "CONN_MAX_AGE": "60",
         "LOG_LEVEL": "WARNING",
+        "DJANGO_SETTINGS_MODULE": "carsite.settings",
     }
-    os.environ.update(env)
-    os.environ["DJANGO_SETTINGS_MODULE"] = "carsite.settings"
+
+
+def prepare_models(args: argparse.Namespace) -> tuple[list, str]:
+    """Register and activate the given bundles, or train the demo's; (gate and classifier bundles, where from)."""
+    from classifier.models import ModelKind
+    from classifier.selectors.registry import active_model_version
+    from classifier.services.registry import model_version_activate, model_version_bundle_dir, model_version_register
+    from ml.bundle import load_bundle, onnx_export_file
+
+    if args.gate_bundle is None:
+        models_source = f"the demo's, trained here in {train_demo_models(args.demo_photos):.0f} s"
+    else:
+        model_version_activate(model_version_register(args.gate_bundle))
+        model_version_activate(model_version_register(args.classifier_bundle))
+        models_source = f"{args.gate_bundle} and {args.classifier_bundle}"
+    versions = [active_model_version(ModelKind.GATE), active_model_version(ModelKind.CLASSIFIER)]
+    if None in versions:
+        raise SystemExit("no gate and classifier to serve: refusing to print figures without them")
+    bundles = [load_bundle(model_version_bundle_dir(v)) for v in versions]
+    if "onnxruntime" in args.backends and any(onnx_export_file(b) is None for b in bundles):
+        raise SystemExit("the bundles have no ONNX export (is torch installed to export them?)")
+    return bundles, models_source
+
+
+def start_process(command: list[str], env: dict[str, str], log: Path, processes: list) -> subprocess.Popen:
+    """A service in its own session (so it and its children stop together), its output in ``log``."""
+    process = subprocess.Popen(
+        command, cwd=REPO, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True
+    )
+    processes.append(process)
+    return process
+
+
+def start_web(args: argparse.Namespace, env: dict[str, str], logs: Path, processes: list) -> int:
+    """gunicorn with the project's WSGI app; its port once it answers."""
+    import requests
+
+    port = free_port()
+    command = [PYTHON, "-m", "gunicorn", "carsite.wsgi", "-b", f"127.0.0.1:{port}", "-w", str(args.web_workers)]
+    command += ["--worker-class", "gthread", "--threads", str(args.web_threads), "--keep-alive", "30"]
+    start_process([*command, "--log-level", "warning"], env, logs / "gunicorn.log", processes)
+    session = requests.Session()
+    for _ in range(200):
+        try:
+            if session.get(f"http://127.0.0.1:{port}/classify/", timeout=10).status_code == 200:
+                return port
+        except requests.RequestException:  # not listening yet, or too busy starting to answer
+            time.sleep(0.1)
+    raise SystemExit("gunicorn did not start:\n" + (logs / "gunicorn.log").read_text()[-3000:])
+
+
+def start_worker(args: argparse.Namespace, env: dict[str, str], name: str, log: Path, processes: list):
+    command = [PYTHON, "-m", "celery", "-A", "carsite", "worker", "-Q", "default,ml", "-c", str(args.concurrency)]
+    command += ["--pool", args.pool, "--prefetch-multiplier", str(args.prefetch), "--without-mingle"]
+    command += ["--without-gossip", "-l", "warning", "-n", f"{name}-{os.getpid()}@%h"]
+    worker = start_process(["nice", "-n", str(args.worker_nice), *command], env, log, processes)
+    set_autogroup_nice(worker.pid, args.worker_nice)
+    return worker
+
+
+def stop(process: subprocess.Popen) -> None:
+    os.killpg(process.pid, signal.SIGTERM)
+    process.wait(timeout=60)
+
+
+class Client:
+    """The load generator. It shares the 2 cores with the server it measures (real clients are elsewhere),
+    so it stays cheap: multipart bodies encoded once, one keep-alive connection per client thread."""
+
+    def __init__(self, port: int, payloads: list[bytes], clients: int) -> None:
+        self.port, self.clients = port, clients
+        self.bodies = [multipart_body(data) for data in payloads]
+        self.local = threading.local()
+
+    def call(self, method: str, path: str, body: bytes = b"", headers: dict | None = None) -> tuple[int, bytes]:
+        for attempt in (1, 2):
+            if getattr(self.local, "conn", None) is None:
+                self.local.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+            try:
+                self.local.conn.request(method, path, body=body, headers=headers or {})
+                response = self.local.conn.getresponse()
+                return response.status, response.read()
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                # The server closed an idle keep-alive connection before this request reached it.
+                self.local.conn.close()
+                self.local.conn = None
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def upload(self, index: int) -> tuple[float, str, float]:
+        """(accept ms, job id, wall-clock start) of one upload of photo ``index``."""
+        content_type, body = self.bodies[index % len(self.bodies)]
+        started_wall = time.time()
+        started = time.perf_counter()
+        status, content = self.call("POST", "/api/v1/classifications/", body, {"Content-Type": content_type})
+        elapsed = (time.perf_counter() - started) * 1000
+        if status != 202:
+            raise RuntimeError(f"upload answered {status}: {content[:200]!r}")
+        return elapsed, json.loads(content)["id"], started_wall
+
+    def visitor(self, first_index: int, uploads: int) -> list[float]:
+        """Upload a photo, poll the job on the result page's schedule until it is done, then the next one."""
+        accepted = []
+        # Visitors arrive independently: spread the first uploads over one polling period rather than
+        # firing all N in the same millisecond (that burst is what the back-to-back figures measure).
+        time.sleep(0.5 * first_index / self.clients)
+        for n in range(uploads):
+            elapsed, job_id, _ = self.upload(first_index + n * self.clients)
+            accepted.append(elapsed)
+            delay = 0.5
+            while True:
+                time.sleep(delay)
+                status, content = self.call("GET", f"/api/v1/classifications/{job_id}/")
+                if status == 200 and json.loads(content)["status"] in ("done", "failed"):
+                    break
+                delay = min(delay * 1.5, 4.0)
+        return accepted
+
+    def visitors(self, uploads: int) -> list[float]:
+        """Accept ms of ``clients`` visitors side by side, ``uploads`` in all."""
+        per_visitor = max(1, uploads // self.clients)
+        with ThreadPoolExecutor(max_workers=self.clients) as pool:
+            batches = pool.map(self.visitor, range(self.clients), [per_visitor] * self.clients)
+            return [elapsed for batch in batches for elapsed in batch]
+
+    def back_to_back(self, count: int) -> tuple[list[float], list[str]]:
+        """(accept ms, job ids) of ``count`` uploads by ``clients`` threads with no pause at all."""
+        with ThreadPoolExecutor(max_workers=self.clients) as pool:
+            results = list(pool.map(self.upload, range(count)))
+        return [elapsed for elapsed, _, _ in results], [job_id for _, job_id, _ in results]
+
+
+def wait_done(ids: list[str], timeout: float, poll: float = 0.05) -> None:
+    # Timings come from the jobs' own timestamps, so polling slowly costs no accuracy, only CPU saved.
+    from classifier.models import Classification, ClassificationStatus
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        finished = Classification.objects.filter(
+            pk__in=ids, status__in=[ClassificationStatus.DONE, ClassificationStatus.FAILED]
+        ).count()
+        if finished == len(ids):
+            return
+        time.sleep(poll)
+    raise TimeoutError(f"{len(ids)} jobs did not finish in {timeout} s")
+
+
+def wait_drained(ids: list[str], timeout: float) -> None:
+    # Every job queued before the backlog has finished, so it is drained once no job is queued or
+    # running: a poll that costs the database and this process next to nothing while the worker
+    # is measured (the id list of wait_done costs a few ms of CPU per poll on both sides).
+    from classifier.models import Classification, ClassificationStatus
+
+    deadline = time.monotonic() + timeout
+    unfinished = Classification.objects.filter(status__in=[ClassificationStatus.QUEUED, ClassificationStatus.RUNNING])
+    while unfinished.exists() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    wait_done(ids, timeout=max(1.0, deadline - time.monotonic()))
+
+
+def measure(args: argparse.Namespace, env: dict[str, str], client: Client, backend: str, logs: Path, processes: list):
+    """Every figure of one backend's worker, on the same services, photos and models."""
+    from django.db import connection
+
+    from classifier.models import Classification, ClassificationStatus
+
+    env = {**env, "CARSITE_INFERENCE_BACKEND": backend}
+    figures: dict = {"load before": os.getloadavg()[0]}
+    # 1. Worker start to first result: the job is queued before the worker exists.
+    _, first_id, _ = client.upload(0)
+    worker_started = time.time()
+    worker = start_worker(args, env, f"{backend}-1", logs / f"worker-{backend}-1.log", processes)
+    wait_done([first_id], timeout=120)
+    figures["start"] = Classification.objects.get(pk=first_id).finished_at.timestamp() - worker_started
+
+    # Warm every pool thread before measuring memory and latency.
+    wait_done([client.upload(i)[1] for i in range(6)], timeout=120)
+    time.sleep(1)
+    pids = [worker.pid, *children(worker.pid)]
+    figures["rss"] = sum(rss_mb(pid) for pid in pids)
+    figures["pss"] = sum(pss_mb(pid) for pid in pids)
+
+    # 2. End to end, one at a time, warm worker.
+    e2e, compute = [], []
+    for i in range(args.sequential):
+        _, job_id, started_wall = client.upload(i * 7)
+        wait_done([job_id], timeout=60)
+        job = Classification.objects.get(pk=job_id)
+        e2e.append((job.finished_at.timestamp() - started_wall) * 1000)
+        compute.append((job.decode_ms or 0) + (job.gate_ms or 0) + (job.classifier_ms or 0))
+    figures["e2e"], figures["single compute"] = e2e, statistics.median(compute)
+
+    # 3. Accept latency under N clients, as clients use the service: each uploads, polls its job
+    #    until the answer is there, and uploads the next (the worker busy meanwhile). Then back to
+    #    back with no pause at all (saturation), with the worker busy.
+    figures["accept visitors"] = client.visitors(args.uploads)
+    figures["accept busy"], busy_ids = client.back_to_back(args.uploads // 2)
+    wait_done(busy_ids, timeout=600)
+    stop(worker)
+    _, ids = client.back_to_back(args.backlog)
+    # A database in service has table statistics (autovacuum analyses a table after enough changes);
+    # this one fills up in minutes and would otherwise be planned blind during the drain.
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE")
+    # The compute bound is measured twice, with the machine quiet before the drain and again after
+    # it, and the faster one is used: one-thread timings here vary by several percent minute to minute.
+    steady_before = measure_compute(env, args.photos, 1)[0]
+
+    # 4. Throughput: a fresh worker drains the backlog; measured from its first job's start
+    #    (after the models are loaded) to the last job's end.
+    restarted = time.time()
+    worker = start_worker(args, env, f"{backend}-2", logs / f"worker-{backend}-2.log", processes)
+    wait_drained(ids, timeout=900)
+    fields = ("started_at", "finished_at", "status", "decode_ms", "gate_ms", "classifier_ms")
+    jobs = list(Classification.objects.filter(pk__in=ids).values(*fields))
+    stop(worker)
+    figures["failed"] = sum(1 for job in jobs if job["status"] != ClassificationStatus.DONE)
+    first_start = min(j["started_at"] for j in jobs)
+    span = (max(j["finished_at"] for j in jobs) - first_start).total_seconds()
+    figures["throughput"] = len(jobs) / span
+    figures["restart"] = min(j["finished_at"] for j in jobs).timestamp() - restarted
+    figures["drain"] = {
+        name: statistics.median(j[f"{name}_ms"] or 0 for j in jobs) for name in ("decode", "gate", "classifier")
+    }
+    steady_after = measure_compute(env, args.photos, 1)[0]
+    steady = min(steady_before, steady_after, key=statistics.median)
+    figures["compute"] = statistics.median(steady)
+    # The same compute in two threads side by side, with nothing else running: what this machine's
+    # two cores really give when both compute, as a diagnostic beside the bound, which assumes two
+    # cores do twice what one does.
+    pair_timings = measure_compute(env, args.photos, 2)
+    figures["pair rate"] = sum(len(t) * 1000 / sum(t) for t in pair_timings)
+    # The bound uses the warm, back-to-back compute time: between one-at-a-time uploads the caches
+    # go cold and each photo takes longer, which would flatter the ratio.
+    figures["bound"] = 2 / (min(figures["compute"], figures["single compute"]) / 1000)
+    return figures
+
+
+def main() -> int:
+    args = parse_args()
+    if args.measure_compute:
+        return measure_compute_here(args.photos, args.measure_compute)
+    photos = sorted(p for p in args.photos.glob("*.jpg"))
+    if not photos:
+        print(f"no photos under {args.photos}", file=sys.stderr)
+        return 2
 
     import psycopg
     import redis
-    import requests
 
+    work = Path(tempfile.mkdtemp(prefix="carsite-classify-bench-"))
+    db_name = f"carsite_bench_{os.getpid()}"
+    env = service_env(args, work, db_name)
+    os.environ.update(env)
     with psycopg.connect(f"{args.postgres}/postgres", autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{db_name}"')
     redis_client = redis.Redis.from_url(args.redis)
@@ -295,282 +540,11 @@ def main() -> int:
 
         call_command("migrate", verbosity=0)
         call_command("collectstatic", interactive=False, verbosity=0)
-        from classifier.models import Classification, ClassificationStatus, ModelKind
-        from classifier.selectors.registry import active_model_version
-        from classifier.services.registry import (
-            model_version_activate,
-            model_version_bundle_dir,
-            model_version_register,
-        )
-        from ml.bundle import load_bundle, onnx_export_file
-
-        if args.gate_bundle is None:
-            models_source = f"the demo's, trained here in {train_demo_models(args.demo_photos):.0f} s"
-        else:
-            model_version_activate(model_version_register(args.gate_bundle))
-            model_version_activate(model_version_register(args.classifier_bundle))
-            models_source = f"{args.gate_bundle} and {args.classifier_bundle}"
-        gate_version = active_model_version(ModelKind.GATE)
-        classifier_version = active_model_version(ModelKind.CLASSIFIER)
-        if gate_version is None or classifier_version is None:
-            print("no gate and classifier to serve: refusing to print figures without them", file=sys.stderr)
-            return 2
-        bundles = [load_bundle(model_version_bundle_dir(v)) for v in (gate_version, classifier_version)]
-        if "onnxruntime" in backends and any(onnx_export_file(b) is None for b in bundles):
-            print("the bundles have no ONNX export (is torch installed to export them?)", file=sys.stderr)
-            return 2
-        payloads = [p.read_bytes() for p in photos]
-
-        port = free_port()
-        base = f"http://127.0.0.1:{port}"
+        bundles, models_source = prepare_models(args)
         logs = work / "logs"
         logs.mkdir()
-        web = subprocess.Popen(
-            [
-                PYTHON,
-                "-m",
-                "gunicorn",
-                "carsite.wsgi",
-                "-b",
-                f"127.0.0.1:{port}",
-                "-w",
-                str(args.web_workers),
-                "--worker-class",
-                "gthread",
-                "--threads",
-                str(args.web_threads),
-                "--keep-alive",
-                "30",
-                "--log-level",
-                "warning",
-            ],
-            cwd=REPO,
-            env=env,
-            stdout=(logs / "gunicorn.log").open("wb"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        processes.append(web)
-        session = requests.Session()
-        for _ in range(200):
-            try:
-                if session.get(f"{base}/classify/", timeout=10).status_code == 200:
-                    break
-            except requests.RequestException:  # not listening yet, or too busy starting to answer
-                time.sleep(0.1)
-        else:
-            print("gunicorn did not start:\n" + (logs / "gunicorn.log").read_text()[-3000:], file=sys.stderr)
-            return 2
-
-        # The load generator shares the 2 cores with the server it measures (real clients are elsewhere),
-        # so it stays cheap: multipart bodies encoded once, one keep-alive connection per client thread.
-        bodies = [multipart_body(data) for data in payloads]
-        local = threading.local()
-
-        def call(method: str, path: str, body: bytes = b"", headers: dict | None = None) -> tuple[int, bytes]:
-            for attempt in (1, 2):
-                if getattr(local, "conn", None) is None:
-                    local.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-                try:
-                    local.conn.request(method, path, body=body, headers=headers or {})
-                    response = local.conn.getresponse()
-                    return response.status, response.read()
-                except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
-                    # The server closed an idle keep-alive connection before this request reached it.
-                    local.conn.close()
-                    local.conn = None
-                    if attempt == 2:
-                        raise
-            raise AssertionError("unreachable")
-
-        def upload(index: int) -> tuple[float, str, float]:
-            content_type, body = bodies[index % len(bodies)]
-            started_wall = time.time()
-            started = time.perf_counter()
-            status, content = call("POST", "/api/v1/classifications/", body, {"Content-Type": content_type})
-            elapsed = (time.perf_counter() - started) * 1000
-            if status != 202:
-                raise RuntimeError(f"upload answered {status}: {content[:200]!r}")
-            return elapsed, json.loads(content)["id"], started_wall
-
-        def wait_done(ids: list[str], timeout: float, poll: float = 0.05) -> None:
-            # Timings come from the jobs' own timestamps, so polling slowly costs no accuracy, only CPU saved.
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                finished = Classification.objects.filter(
-                    pk__in=ids, status__in=[ClassificationStatus.DONE, ClassificationStatus.FAILED]
-                ).count()
-                if finished == len(ids):
-                    return
-                time.sleep(poll)
-            raise TimeoutError(f"{len(ids)} jobs did not finish in {timeout} s")
-
-        def wait_drained(ids: list[str], timeout: float) -> None:
-            # Every job queued before the backlog has finished, so it is drained once no job is queued or
-            # running: a poll that costs the database and this process next to nothing while the worker
-            # is measured (the id list of wait_done costs a few ms of CPU per poll on both sides).
-            deadline = time.monotonic() + timeout
-            unfinished = Classification.objects.filter(
-                status__in=[ClassificationStatus.QUEUED, ClassificationStatus.RUNNING]
-            )
-            while unfinished.exists() and time.monotonic() < deadline:
-                time.sleep(0.5)
-            wait_done(ids, timeout=max(1.0, deadline - time.monotonic()))
-
-        def visitor(first_index: int, uploads: int) -> list[float]:
-            """Upload a photo, poll the job on the result page's schedule until it is done, then the next one."""
-            accepted = []
-            # Visitors arrive independently: spread the first uploads over one polling period rather than
-            # firing all N in the same millisecond (that burst is what the back-to-back figures measure).
-            time.sleep(0.5 * first_index / args.clients)
-            for n in range(uploads):
-                elapsed, job_id, _ = upload(first_index + n * args.clients)
-                accepted.append(elapsed)
-                delay = 0.5
-                while True:
-                    time.sleep(delay)
-                    status, content = call("GET", f"/api/v1/classifications/{job_id}/")
-                    if status == 200 and json.loads(content)["status"] in ("done", "failed"):
-                        break
-                    delay = min(delay * 1.5, 4.0)
-            return accepted
-
-        def start_worker(name: str, log: Path) -> subprocess.Popen:
-            worker = subprocess.Popen(
-                [
-                    "nice",
-                    "-n",
-                    str(args.worker_nice),
-                    PYTHON,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "carsite",
-                    "worker",
-                    "-Q",
-                    "default,ml",
-                    "-c",
-                    str(args.concurrency),
-                    "--pool",
-                    args.pool,
-                    "--prefetch-multiplier",
-                    str(args.prefetch),
-                    "--without-mingle",
-                    "--without-gossip",
-                    "-l",
-                    "warning",
-                    "-n",
-                    f"{name}-{os.getpid()}@%h",
-                ],
-                cwd=REPO,
-                env=env,
-                stdout=log.open("wb"),
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-            set_autogroup_nice(worker.pid, args.worker_nice)
-            processes.append(worker)
-            return worker
-
-        def stop(worker: subprocess.Popen) -> None:
-            os.killpg(worker.pid, signal.SIGTERM)
-            worker.wait(timeout=60)
-
-        def concurrent_uploads(count: int) -> tuple[list[float], list[str]]:
-            with ThreadPoolExecutor(max_workers=args.clients) as pool:
-                results = list(pool.map(upload, range(count)))
-            return [elapsed for elapsed, _, _ in results], [job_id for _, job_id, _ in results]
-
-        def measure(backend: str) -> dict:
-            """Every figure of one backend's worker, on the same services, photos and models."""
-            env["CARSITE_INFERENCE_BACKEND"] = backend
-            figures: dict = {"load before": os.getloadavg()[0]}
-            # 1. Worker start to first result: the job is queued before the worker exists.
-            _, first_id, _ = upload(0)
-            worker_started = time.time()
-            worker = start_worker(f"{backend}-1", logs / f"worker-{backend}-1.log")
-            wait_done([first_id], timeout=120)
-            figures["start"] = Classification.objects.get(pk=first_id).finished_at.timestamp() - worker_started
-
-            # Warm every pool thread before measuring memory and latency.
-            wait_done([upload(i)[1] for i in range(6)], timeout=120)
-            time.sleep(1)
-            pids = [worker.pid, *children(worker.pid)]
-            figures["rss"] = sum(rss_mb(pid) for pid in pids)
-            figures["pss"] = sum(pss_mb(pid) for pid in pids)
-
-            # 2. End to end, one at a time, warm worker.
-            e2e, compute = [], []
-            for i in range(args.sequential):
-                _, job_id, started_wall = upload(i * 7)
-                wait_done([job_id], timeout=60)
-                job = Classification.objects.get(pk=job_id)
-                e2e.append((job.finished_at.timestamp() - started_wall) * 1000)
-                compute.append((job.decode_ms or 0) + (job.gate_ms or 0) + (job.classifier_ms or 0))
-            figures["e2e"], figures["single compute"] = e2e, statistics.median(compute)
-
-            # 3. Accept latency under N clients, as clients use the service: each uploads, polls its job
-            #    until the answer is there, and uploads the next (the worker busy meanwhile). Then back to
-            #    back with no pause at all (saturation), with the worker busy.
-            with ThreadPoolExecutor(max_workers=args.clients) as pool:
-                per_visitor = max(1, args.uploads // args.clients)
-                figures["accept visitors"] = [
-                    elapsed
-                    for batch in pool.map(visitor, range(args.clients), [per_visitor] * args.clients)
-                    for elapsed in batch
-                ]
-            figures["accept busy"], busy_ids = concurrent_uploads(args.uploads // 2)
-            wait_done(busy_ids, timeout=600)
-            stop(worker)
-            _, ids = concurrent_uploads(args.backlog)
-            # A database in service has table statistics (autovacuum analyses a table after enough changes);
-            # this one fills up in minutes and would otherwise be planned blind during the drain.
-            from django.db import connection
-
-            with connection.cursor() as cursor:
-                cursor.execute("ANALYZE")
-            # The compute bound is measured twice, with the machine quiet before the drain and again after
-            # it, and the faster one is used: one-thread timings here vary by several percent minute to minute.
-            steady_before = measure_compute(env, args.photos, 1)[0]
-
-            # 4. Throughput: a fresh worker drains the backlog; measured from its first job's start
-            #    (after the models are loaded) to the last job's end.
-            restarted = time.time()
-            worker = start_worker(f"{backend}-2", logs / f"worker-{backend}-2.log")
-            wait_drained(ids, timeout=900)
-            jobs = list(
-                Classification.objects.filter(pk__in=ids).values(
-                    "started_at",
-                    "finished_at",
-                    "status",
-                    "decode_ms",
-                    "gate_ms",
-                    "classifier_ms",
-                )
-            )
-            stop(worker)
-            figures["failed"] = sum(1 for job in jobs if job["status"] != ClassificationStatus.DONE)
-            first_start = min(j["started_at"] for j in jobs)
-            span = (max(j["finished_at"] for j in jobs) - first_start).total_seconds()
-            figures["throughput"] = len(jobs) / span
-            figures["restart"] = min(j["finished_at"] for j in jobs).timestamp() - restarted
-            figures["drain"] = {
-                name: statistics.median(j[f"{name}_ms"] or 0 for j in jobs) for name in ("decode", "gate", "classifier")
-            }
-            steady_after = measure_compute(env, args.photos, 1)[0]
-            steady = min(steady_before, steady_after, key=statistics.median)
-            figures["compute"] = statistics.median(steady)
-            # The same compute in two threads side by side, with nothing else running: what this machine's
-            # two cores really give when both compute, as a diagnostic beside the bound, which assumes two
-            # cores do twice what one does.
-            pair_timings = measure_compute(env, args.photos, 2)
-            figures["pair rate"] = sum(len(t) * 1000 / sum(t) for t in pair_timings)
-            # The bound uses the warm, back-to-back compute time: between one-at-a-time uploads the caches
-            # go cold and each photo takes longer, which would flatter the ratio.
-            figures["bound"] = 2 / (min(figures["compute"], figures["single compute"]) / 1000)
-            return figures
-
-        results = {backend: measure(backend) for backend in backends}
+        client = Client(start_web(args, env, logs, processes), [p.read_bytes() for p in photos], args.clients)
+        results = {backend: measure(args, env, client, backend, logs, processes) for backend in args.backends}
         print_results(args, results, bundles, models_source)
         return 0
     finally:
