@@ -133,10 +133,10 @@ def specification_upsert(
             spec.raw = {**spec.raw, (source or "source"): dict(raw)}
         if source:
             spec.source = source
-        spec.full_clean()
         after = {name: getattr(spec, name) for name in SPEC_FIELDS} | {"raw": spec.raw, "source": spec.source}
         changed = created or _normalised(before) != _normalised(after)
-        if changed:
+        if changed:  # an unchanged row writes nothing, so it skips the validation's query per constraint too
+            spec.full_clean()
             spec.save()
     return spec, changed
 
