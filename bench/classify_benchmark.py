@@ -323,7 +323,9 @@ def start_web(args: argparse.Namespace, env: dict[str, str], logs: Path, process
     raise SystemExit("gunicorn did not start:\n" + (logs / "gunicorn.log").read_text()[-3000:])
 
 
-def start_worker(args: argparse.Namespace, env: dict[str, str], name: str, log: Path, processes: list):
+def start_worker(
+    args: argparse.Namespace, env: dict[str, str], name: str, log: Path, processes: list
+) -> subprocess.Popen:
     command = [PYTHON, "-m", "celery", "-A", "carsite", "worker", "-Q", "default,ml", "-c", str(args.concurrency)]
     command += ["--pool", args.pool, "--prefetch-multiplier", str(args.prefetch), "--without-mingle"]
     command += ["--without-gossip", "-l", "warning", "-n", f"{name}-{os.getpid()}@%h"]
@@ -433,7 +435,9 @@ def wait_drained(ids: list[str], timeout: float) -> None:
     wait_done(ids, timeout=max(1.0, deadline - time.monotonic()))
 
 
-def measure(args: argparse.Namespace, env: dict[str, str], client: Client, backend: str, logs: Path, processes: list):
+def measure(
+    args: argparse.Namespace, env: dict[str, str], client: Client, backend: str, logs: Path, processes: list
+) -> dict:
     """Every figure of one backend's worker, on the same services, photos and models."""
     from django.db import connection
 

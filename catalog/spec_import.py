@@ -324,17 +324,18 @@ def _apply_row(
         return report
     parsed.spec_values["approximate"] = approximate
     with transaction.atomic():
+        created = False
         if car_model is None:
-            report.changes = _spec_changes(CarModel(), parsed)  # against a blank car model, as it is created
             # Created with its fields in one validated save rather than created, then validated and saved again.
-            car_model, _ = services.car_model_get_or_create(
+            car_model, created = services.car_model_get_or_create(
                 make=parsed.name.make, model=parsed.name.model, year=parsed.name.year, defaults=parsed.car_model_fields
             )
             report.notes.append("car model created")
             had_spec = False
         else:
             had_spec = hasattr(car_model, "specs")
-            report.changes = _spec_changes(car_model, parsed)
+        # A car model created just now is compared as the blank one it started from.
+        report.changes = _spec_changes(CarModel() if created else car_model, parsed)
         model_changes = {
             name: value for name, value in parsed.car_model_fields.items() if getattr(car_model, name) != value
         }
