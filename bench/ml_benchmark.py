@@ -144,22 +144,31 @@ def load_rows(shared: Path) -> list[dict[str, str]]:
     return rows
 
 
+def head_features_only(arch: str) -> TrainConfig:
+    """The recipe before the stages' pooled outputs joined the features: the head's alone."""
+    return replace(classifier_recipe(arch), pooled_stages=())
+
+
 # Recipes compared by cross-validation (--variants); each trains for a fixed number of epochs.
 VARIANTS: dict[str, Callable[[], TrainConfig]] = {
-    "lite0-crop224-linear": lambda: replace(classifier_recipe("efficientnet_lite0"), frame_size=None),
-    "lite0-crop224-views8-linear": lambda: replace(
-        classifier_recipe("efficientnet_lite0"), frame_size=None, cached_views=8
+    "lite0-crop224-linear": lambda: head_features_only("efficientnet_lite0"),
+    "lite0-crop224-stage6-linear": lambda: replace(classifier_recipe("efficientnet_lite0"), pooled_stages=(6,)),
+    "lite0-crop224-stages4-6-linear": lambda: replace(classifier_recipe("efficientnet_lite0"), pooled_stages=(4, 5, 6)),
+    "lite0-crop224-stages2-6-linear": lambda: replace(
+        classifier_recipe("efficientnet_lite0"), pooled_stages=(2, 3, 4, 5, 6)
     ),
-    "lite0-resize224-crop224-linear": lambda: replace(classifier_recipe("efficientnet_lite0"), resize_size=224),
-    "lite0-crop288-linear": lambda: replace(classifier_recipe("efficientnet_lite0"), crop_size=288),
-    "lite1-crop240-linear": lambda: classifier_recipe("efficientnet_lite1"),
-    "lite2-crop260-linear": lambda: classifier_recipe("efficientnet_lite2"),
+    "lite1-crop240-stages-linear": lambda: classifier_recipe("efficientnet_lite1"),
+    "lite0-crop224-views8-linear": lambda: replace(head_features_only("efficientnet_lite0"), cached_views=8),
+    "lite0-resize224-crop224-linear": lambda: replace(head_features_only("efficientnet_lite0"), resize_size=224),
+    "lite0-crop288-linear": lambda: replace(head_features_only("efficientnet_lite0"), crop_size=288),
+    "lite1-crop240-linear": lambda: head_features_only("efficientnet_lite1"),
+    "lite2-crop260-linear": lambda: head_features_only("efficientnet_lite2"),
     # the last block learns too (at a fifth of the head's learning rate), on the same cached views
     "lite0-crop224-tail1": lambda: replace(
-        classifier_recipe("efficientnet_lite0"), tail_blocks=1, lr_finetune=2e-4, finetune_head_lr_mult=5.0
+        head_features_only("efficientnet_lite0"), tail_blocks=1, lr_finetune=2e-4, finetune_head_lr_mult=5.0
     ),
-    "lite0-frame240x320-linear": lambda: replace(classifier_recipe("efficientnet_lite0"), frame_size=(240, 320)),
-    "lite2-frame260x347-linear": lambda: replace(classifier_recipe("efficientnet_lite2"), frame_size=(260, 347)),
+    "lite0-frame240x320-linear": lambda: replace(head_features_only("efficientnet_lite0"), frame_size=(240, 320)),
+    "lite2-frame260x347-linear": lambda: replace(head_features_only("efficientnet_lite2"), frame_size=(260, 347)),
     "lite0-frame224-finetune": lambda: TrainConfig(
         frame_size=(224, 224),
         crop_ratio=(1.0, 1.8),

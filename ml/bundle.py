@@ -79,6 +79,10 @@ class Bundle:
         return int(self.meta["num_outputs"])
 
     @property
+    def pooled_stages(self) -> list[int]:
+        return [int(stage) for stage in self.meta.get("pooled_stages", [])]
+
+    @property
     def preprocess(self) -> PreprocessConfig:
         return PreprocessConfig.from_dict(self.meta["preprocess"])
 
@@ -102,7 +106,7 @@ class Bundle:
         from ml.models import create_model
 
         # weights=None here is followed by a strict load of every tensor: never a silent random init
-        model = create_model(self.arch, self.num_outputs, weights=None)
+        model = create_model(self.arch, self.num_outputs, weights=None, pooled_stages=self.pooled_stages)
         state = load_file(str(self.path / WEIGHTS_FILE), device=str(device))
         model.load_state_dict(state, strict=True)
         return model.to(device).eval()
@@ -173,6 +177,9 @@ def save_bundle(
         "extra": extra or {},
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+    pooled_stages = list(getattr(model, "pooled_stages", ()))
+    if pooled_stages:  # absent otherwise, so the bundles of published networks keep their version hash
+        meta["pooled_stages"] = pooled_stages
     meta["version"] = _content_hash(out / WEIGHTS_FILE, meta)[:12]
     (out / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True), encoding="utf-8")
     if split is not None:

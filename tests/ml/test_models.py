@@ -15,6 +15,7 @@ from ml.models import (
     backbone_parameters,
     create_model,
     default_preprocess,
+    head_module,
     head_parameters,
     lite_weights_path,
     replace_head,
@@ -53,6 +54,24 @@ def test_imagenet_weights_offline_raise_for_resnet50(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(socket, "create_connection", offline)
     with pytest.raises(PretrainedWeightsUnavailable, match="local"):
         create_model("resnet50", 5, "imagenet")
+
+
+def test_pooled_stages_add_the_middle_stages_to_the_published_features() -> None:
+    plain = create_model("efficientnet_lite0", 1000, "imagenet").eval()
+    pooled = create_model("efficientnet_lite0", 7, "imagenet", pooled_stages=(6, 4)).eval()
+    assert head_module(pooled).in_features == 1280 + 112 + 320 and head_module(pooled).out_features == 7
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        stage_4 = plain.blocks[:11](plain.stem(x))  # lite0's stage 4 (112 channels) ends at block 10
+        last = plain.blocks[11:](stage_4)
+        published = plain.pool(plain.head(last)).flatten(1)
+        torch.testing.assert_close(plain.forward_features(x), published, rtol=0, atol=0)
+        expected = torch.cat([published, stage_4.mean((2, 3)), last.mean((2, 3))], 1)
+        torch.testing.assert_close(pooled.forward_features(x), expected)
+    with pytest.raises(ValueError, match="EfficientNet-Lite"):
+        create_model("resnet50", 3, None, pooled_stages=(3,))
+    with pytest.raises(ValueError, match="indices"):
+        create_model("efficientnet_lite0", 3, None, pooled_stages=(7,))
 
 
 def test_missing_local_checkpoint_raises(tmp_path: Path) -> None:

@@ -42,9 +42,11 @@ def _grouped(shapes: list[ManifestRecord]) -> list[ManifestRecord]:
     return [ManifestRecord(r.path, r.label, f"{r.label}{i // 2}") for i, r in enumerate(shapes)]
 
 
-@pytest.mark.parametrize("tail_blocks", [-1, 1])
-def test_the_tail_on_cached_views_is_the_model_on_the_eval_preset(shapes, tail_blocks: int) -> None:
-    cfg = _cfg(tail_blocks=tail_blocks, epochs_finetune=1)
+@pytest.mark.parametrize(("tail_blocks", "pooled_stages"), [(-1, ()), (1, ()), (-1, (3, 4, 5, 6))])
+def test_the_tail_on_cached_views_is_the_model_on_the_eval_preset(
+    shapes, tail_blocks: int, pooled_stages: tuple[int, ...]
+) -> None:
+    cfg = _cfg(tail_blocks=tail_blocks, pooled_stages=pooled_stages, epochs_finetune=1)
     features = TrunkFeatures(cfg, len(SHAPE_CLASSES))
     model = train_tail(cfg, features, shapes[::4], SHAPE_CLASSES)
     held_out = shapes[1::8]
