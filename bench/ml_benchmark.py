@@ -73,6 +73,22 @@ larger one (crop 288) loses 3-5 points; lite1 at its native 240 wins one point o
 loses 5.5 of coverage for 1.5x the classifier's compute: within the folds' spread, so the deployed recipe
 stays. Picking the best of many variants on these same folds would itself be tuning on the scored photos.)
 
+Later on 2026-12-03 the stages' pooled outputs joined the head's (ml.models.with_pooled_stages), on a
+machine shared with another run (`--classifier-only --variants lite0-crop224-linear,lite1-crop240-stages-linear`,
+480 s in all; ms are busy moments):
+
+    lite0-crop224-stages-linear (deployed)  81.9 ± 7.4%  95.9%  76.9%        15.2% -> 7.1%           142 s   -
+    lite0-crop224-linear (head only)        76.8 ± 9.6%  95.4%  56.3%        17.7% -> 7.8%           122 s  48.1
+    lite1-crop240-stages-linear             85.4 ± 7.5%  98.0%  91.0%        20.8% -> 7.0%           178 s  95.9
+
+The head's features and the pooled outputs of stages k..6, by a script outside the repo on the same folds
+(the same recipe; its head starts from other random draws, so k = 7 gave 77.3% where the benchmark gives
+76.8%), top-1 / coverage / calibrated ECE: k=7 (head only) 77.3 / 55.8 / 9.6%, 6 78.4 / 70.4 / 5.5%, 5 78.4 /
+71.4 / 8.8%, 4 79.4 / 72.4 / 6.8%, 3 81.4 / 69.3 / 6.8%, 2 81.9 / 78.4 / 5.9%, 1 82.4 / 75.9 / 6.6%, 0 (every
+stage) 81.9 / 79.4 / 7.8%: a rise that levels off, so the recipe takes every stage rather than the best k.
+Other poolings of the head's output, the same way: generalised-mean 74.7%, mean and max 72.7%, a 2x2 grid
+76.9%. lite1 with every stage was picked after seeing these folds: a lead, not deployed (1.5x the compute).
+
 The gate is cross-validated instead (grouped 5 folds over all 238 view-labelled photos; `--gate-only`
 prints just that): every recipe in GATE_VARIANTS is printed with its figures. The recipe it replaced
 (12 head epochs with TrivialAugment through ml.train.fit_bundle, 20% of the training folds for

@@ -117,6 +117,7 @@ class EfficientNetLite(nn.Module):
         super().__init__()
         self.pooled_stages: tuple[int, ...] = ()
         self._stage_ends: list[int] = []  # index of each stage's last block
+        self._stage_channels: list[int] = []
         # Lite keeps stem (32) and head (1280) fixed and doesn't scale the first/last stage depth.
         self.stem = nn.Sequential(SameConv2d(3, 32, 3, stride=2, bias=False), _bn(32), nn.ReLU6(inplace=True))
         blocks: list[nn.Module] = []
@@ -129,6 +130,7 @@ class EfficientNetLite(nn.Module):
             for i in range(reps):
                 blocks.append(MBConv(cin_r if i == 0 else cout_r, cout_r, e, k, st if i == 0 else 1))
             self._stage_ends.append(len(blocks) - 1)
+            self._stage_channels.append(cout_r)
         self.blocks = nn.Sequential(*blocks)
         last = _round_filters(320, width)
         self.head = nn.Sequential(SameConv2d(last, 1280, 1, bias=False), _bn(1280), nn.ReLU6(inplace=True))
@@ -136,9 +138,7 @@ class EfficientNetLite(nn.Module):
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(1280, num_classes))
 
     def stage_channels(self, stage: int) -> int:
-        block = self.blocks[self._stage_ends[stage]]
-        assert isinstance(block, MBConv)
-        return block.project[0].out_channels
+        return self._stage_channels[stage]
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
