@@ -141,6 +141,8 @@ def steady_compute_ms(payloads: list[bytes], photos: int = 80, offset: int = 0) 
         image = image.convert("RGB")
         batch = gate.predictor.preprocess([image])
         gate.predictor.predict_batch(batch, top_k=1)
+        if not classifier.predictor.same_preprocessing(gate.predictor):  # as the worker: prepared once if it can
+            batch = classifier.predictor.preprocess([image])
         classifier.predictor.predict_batch(batch, top_k=len(classifier.predictor.labels))
         if index >= 10:  # the first calls warm the caches up
             timings.append((time.perf_counter() - started) * 1000)
@@ -329,6 +331,7 @@ def start_worker(
     command = [PYTHON, "-m", "celery", "-A", "carsite", "worker", "-Q", "default,ml", "-c", str(args.concurrency)]
     command += ["--pool", args.pool, "--prefetch-multiplier", str(args.prefetch), "--without-mingle"]
     command += ["--without-gossip", "-l", "warning", "-n", f"{name}-{os.getpid()}@%h"]
+    env = {**env, "MALLOC_ARENA_MAX": "2"}  # as compose.yaml and the README start a worker
     worker = start_process(["nice", "-n", str(args.worker_nice), *command], env, log, processes)
     set_autogroup_nice(worker.pid, args.worker_nice)
     return worker

