@@ -331,7 +331,6 @@ def start_worker(
     command = [PYTHON, "-m", "celery", "-A", "carsite", "worker", "-Q", "default,ml", "-c", str(args.concurrency)]
     command += ["--pool", args.pool, "--prefetch-multiplier", str(args.prefetch), "--without-mingle"]
     command += ["--without-gossip", "-l", "warning", "-n", f"{name}-{os.getpid()}@%h"]
-    env = {**env, "MALLOC_ARENA_MAX": "2"}  # as compose.yaml and the README start a worker
     worker = start_process(["nice", "-n", str(args.worker_nice), *command], env, log, processes)
     set_autogroup_nice(worker.pid, args.worker_nice)
     return worker
