@@ -128,6 +128,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from ml import CLASSIFIER_ARCH  # noqa: E402
 from ml.data import ManifestRecord, group_near_duplicates  # noqa: E402
 from ml.gate import (  # noqa: E402
     GATE_LABELS,
@@ -340,7 +341,7 @@ def main() -> int:
     repo = Path(__file__).resolve().parents[1]
     ap = argparse.ArgumentParser()
     ap.add_argument("--shared-dir", default=str(repo.parent / "shared" / "data"))
-    ap.add_argument("--arch", default="efficientnet_lite1", help="the deployed recipe's (the demo classifier's)")
+    ap.add_argument("--arch", default=CLASSIFIER_ARCH, help="the deployed recipe's (the demo classifier's)")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--variants", default="", help=f"comma-separated, of: {', '.join(VARIANTS)}")
     ap.add_argument("--quick", action="store_true", help="few epochs: smoke test, figures not meaningful")

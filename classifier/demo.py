@@ -25,6 +25,7 @@ from classifier.services.training import (
     gate_build_zero_shot,
     gate_train,
 )
+from ml import CLASSIFIER_ARCH, GATE_ARCH
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ ZERO_SHOT_NOTES_PREFIX = "zero-shot gate"
 # photo. Min 3 images per class keeps the Alfa Romeo 4C Spider (4 distinct photos). lite1: more photos right
 # than lite0 for 1.5x its compute (bench/ml_benchmark.py).
 DEMO_TRAINING = TrainingOptions(
-    arch="efficientnet_lite1",
+    arch=CLASSIFIER_ARCH,
     label_level="model",
     min_images_per_class=3,
     seed=0,
@@ -45,7 +46,7 @@ DEMO_TRAINING = TrainingOptions(
 
 # The gate learns exterior / interior / other from all the photos' view labels with ml.gate.GateRecipe's
 # recipe, cross-validated on the way (its metrics); a minute or two on 2 CPU cores.
-DEMO_GATE_TRAINING = TrainingOptions(arch="efficientnet_lite0", min_images_per_class=3, seed=0)
+DEMO_GATE_TRAINING = TrainingOptions(arch=GATE_ARCH, min_images_per_class=3, seed=0)
 
 
 @dataclass

@@ -10,6 +10,10 @@ ARCHITECTURES: tuple[str, ...] = (
     "resnet101",
 )
 
+# The backbones the car classifier and the gate are trained on by default (the demo's; bench/ml_benchmark.py
+# cross-validates both).
+CLASSIFIER_ARCH, GATE_ARCH = "efficientnet_lite1", "efficientnet_lite0"
+
 TRAIN_EXTRA_HINT = "pip install 'carsite[train]' (or 'make install', which installs everything)"
 
 

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ml import GATE_ARCH
 from ml.bundle import save_bundle
 from ml.crossval import CrossValidation, cross_validate
 from ml.data import ManifestRecord, load_rgb
@@ -113,7 +114,7 @@ def build_zero_shot_gate(
 class GateRecipe:
     """How the view head learns: a linear head on frozen-backbone features of each photo and its views."""
 
-    arch: str = "efficientnet_lite0"
+    arch: str = GATE_ARCH
     crop_size: int | None = None  # None: the architecture's resolution
     mirror: bool = True  # the mirror image of every photo, as a second view
     crops: int = 2  # random crops (a third of the photo or more, mirrored at random) of every photo

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ml import require_torch
+from ml import CLASSIFIER_ARCH, require_torch
 
 require_torch("Training (ml.train)")  # before importing it: a serving install says which extra it lacks
 import torch
@@ -121,7 +121,7 @@ class TrainConfig:
         )
 
 
-def classifier_recipe(arch: str = "efficientnet_lite0") -> TrainConfig:
+def classifier_recipe(arch: str = CLASSIFIER_ARCH) -> TrainConfig:
     """The car classifier's recipe, chosen by grouped 5-fold cross-validation on the shared photos
     (bench/ml_benchmark.py; its docstring has every variant's figures): a frozen ImageNet trunk whose
     features on the plain, mirrored and four augmented views of each photo are cached, and the linear head

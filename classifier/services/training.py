@@ -31,6 +31,7 @@ from classifier.services.registry import (
     model_version_register,
     models_dir,
 )
+from ml import CLASSIFIER_ARCH, GATE_ARCH
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ class TrainingError(Exception):
 class TrainingOptions:
     """What to train on and how; every field has a sensible default for a real run."""
 
-    arch: str = "efficientnet_lite0"
+    arch: str = CLASSIFIER_ARCH  # the gate's own default is GateRecipe's (train_gate, the demo)
     years: list[int] | None = None
     label_level: str = "model"
     min_images_per_class: int = 5
@@ -480,7 +481,7 @@ def _describe(counts: dict[str, int]) -> str:
     return ", ".join(f"{label} ({n})" for label, n in counts.items())
 
 
-def gate_build_zero_shot(*, arch: str = "efficientnet_lite0", activate: bool = False) -> ModelVersion:
+def gate_build_zero_shot(*, arch: str = GATE_ARCH, activate: bool = False) -> ModelVersion:
     """Build the zero-shot gate from the offline ImageNet weights and register it (optionally activate)."""
     _require_torch()
     from ml.gate import build_zero_shot_gate

@@ -7,8 +7,8 @@ from classifier.services.training import TrainingOptions
 _DEFAULTS = TrainingOptions()
 
 
-def add_training_arguments(parser: CommandParser) -> None:
-    parser.add_argument("--arch", default=_DEFAULTS.arch, help=f"architecture (default {_DEFAULTS.arch})")
+def add_training_arguments(parser: CommandParser, default_arch: str) -> None:
+    parser.add_argument("--arch", default=default_arch, help=f"architecture (default {default_arch})")
     # Unset recipe options take the tuned defaults of ml.train.TrainConfig.
     parser.add_argument("--epochs-head", type=int, default=None, help="epochs with a frozen backbone")
     parser.add_argument("--epochs-finetune", type=int, default=None, help="fine-tuning epochs")

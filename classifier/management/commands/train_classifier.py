@@ -4,6 +4,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from classifier.management.commands._training_args import add_training_arguments, training_options
 from classifier.services.training import LABEL_LEVELS, TrainingError, classifier_train
+from ml import CLASSIFIER_ARCH
 
 
 class Command(BaseCommand):
@@ -17,7 +18,7 @@ class Command(BaseCommand):
         parser.add_argument("--years", type=int, nargs="*", help="only car models of these model years")
         parser.add_argument("--label-level", choices=LABEL_LEVELS, default="model")
         parser.add_argument("--cv-folds", type=int, default=5, help="cross-validation folds (0: one split)")
-        add_training_arguments(parser)
+        add_training_arguments(parser, default_arch=CLASSIFIER_ARCH)
 
     def handle(self, *args: object, **options: object) -> None:
         try:

@@ -4,6 +4,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from classifier.management.commands._training_args import add_training_arguments, training_options
 from classifier.services.training import TrainingError, gate_build_zero_shot, gate_train
+from ml import GATE_ARCH
 
 
 class Command(BaseCommand):
@@ -15,7 +16,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--zero-shot", action="store_true", help="build the zero-shot gate from ImageNet")
-        add_training_arguments(parser)
+        add_training_arguments(parser, default_arch=GATE_ARCH)
 
     def handle(self, *args: object, **options: object) -> None:
         try:
