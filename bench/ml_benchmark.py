@@ -217,7 +217,8 @@ def cv_line(metrics: dict) -> str:
         f"(± {100 * metrics['coverage_std']:.1f} over folds; "
         f"answered right {100 * metrics['answered_precision']:.1f}%)  "
         f"ECE {100 * metrics['ece_uncalibrated']:.1f}% -> {100 * metrics['ece_calibrated']:.1f}% "
-        f"(folds' spread ± {100 * metrics['ece_calibrated_std']:.1f}; T {metrics['temperature']:.2f}"
+        f"(folds' spread ± {100 * metrics['ece_calibrated_std']:.1f}; T {metrics['temperature']:.2f}; "
+        f"{100 * metrics['ece_crossfitted']:.1f}% with each fold's T fitted on the other folds"
         + (
             f"; a perfectly calibrated model would show {100 * metrics['ece_floor']:.1f}%"
             if "ece_floor" in metrics

@@ -73,6 +73,17 @@ class CrossValidation:
         threshold = choose_abstain_threshold((self.logits / temperature).softmax(1), self.targets, target_precision)
         return temperature, threshold
 
+    def crossfitted_probs(self) -> torch.Tensor:
+        """Each fold's probabilities at the temperature fitted on the other folds' out-of-fold logits: the
+        calibration figure whose temperature never saw the photos it scores."""
+        probs = torch.zeros_like(self.logits)
+        for f in set(self.folds):
+            scored = torch.tensor([i for i, g in enumerate(self.folds) if g == f])
+            rest = torch.tensor([i for i, g in enumerate(self.folds) if g != f], dtype=torch.long)
+            temperature = fit_temperature(self.logits[rest], self.targets[rest])
+            probs[scored] = (self.logits[scored] / temperature).softmax(1)
+        return probs
+
     def report(self, out_dir: str | Path, temperature: float, threshold: float) -> dict[str, Any]:
         """Metrics of the out-of-fold predictions (mean and spread over folds, coverage at the threshold) and
         the report files (per-class report, confusion matrix, risk-coverage plot) in ``out_dir``."""
@@ -92,6 +103,7 @@ class CrossValidation:
                 "answered_precision": precision,
                 "coverage_std": statistics.pstdev(fold_coverage),
                 "ece_calibrated_std": statistics.pstdev(fold_ece),
+                "ece_crossfitted": expected_calibration_error(self.crossfitted_probs(), self.targets),
             }
         )
         (Path(out_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")

@@ -5,8 +5,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from ml.crossval import cross_validate
+from ml.crossval import CrossValidation, cross_validate
 from ml.data import ManifestRecord
+from ml.evaluate import fit_temperature
 
 LABELS = ["a", "b"]
 
@@ -51,3 +52,26 @@ def test_out_of_fold_logits_land_on_their_own_rows() -> None:
     cv = cross_validate(records, LABELS, fit, k=4, seed=1)
     assert cv.logits.argmax(1).tolist() == [1] * 20
     assert cv.summary()["top1_mean"] == pytest.approx(0.5, abs=0.1)
+
+
+def test_crossfitted_temperature_never_reads_the_fold_it_scores() -> None:
+    generator = torch.Generator().manual_seed(0)
+    folds = [i % 4 for i in range(40)]
+    logits = 3 * torch.randn(40, 3, generator=generator)
+    # mostly the logits' answer, so that the fitted temperatures are finite and differ by fold
+    targets = torch.where(
+        torch.rand(40, generator=generator) < 0.7, logits.argmax(1), torch.randint(0, 3, (40,), generator=generator)
+    )
+    cv = CrossValidation(folds, logits, targets, ["a", "b", "c"], 0.0)
+    scored = torch.tensor([i for i, f in enumerate(folds) if f == 0])
+    rest = torch.tensor([i for i, f in enumerate(folds) if f != 0])
+
+    # fold 0's labels (and so any temperature fitted with them) leave fold 0's probabilities unchanged
+    relabelled = targets.clone()
+    relabelled[scored] = (relabelled[scored] + 1) % 3
+    changed = CrossValidation(folds, logits, relabelled, ["a", "b", "c"], 0.0)
+    assert torch.equal(cv.crossfitted_probs()[scored], changed.crossfitted_probs()[scored])
+    # and they are fold 0's logits at the temperature of the other folds
+    expected = (logits[scored] / fit_temperature(logits[rest], targets[rest])).softmax(1)
+    assert torch.allclose(cv.crossfitted_probs()[scored], expected)
+    assert not torch.allclose(cv.crossfitted_probs()[scored], logits[scored].softmax(1))
