@@ -39,10 +39,13 @@ class CrossValidation:
     labels: list[str]
     seconds: float
 
+    def fold_rows(self) -> dict[int, torch.Tensor]:
+        """The row indices of each fold, by fold number."""
+        return {f: torch.tensor([i for i, g in enumerate(self.folds) if g == f]) for f in sorted(set(self.folds))}
+
     def fold_metrics(self) -> list[dict[str, float]]:
         rows = []
-        for f in sorted(set(self.folds)):
-            idx = torch.tensor([i for i, g in enumerate(self.folds) if g == f])
+        for f, idx in self.fold_rows().items():
             rows.append(
                 {
                     "fold": f,
@@ -77,8 +80,7 @@ class CrossValidation:
         """Each fold's probabilities at the temperature fitted on the other folds' out-of-fold logits: the
         calibration figure whose temperature never saw the photos it scores."""
         probs = torch.zeros_like(self.logits)
-        for f in set(self.folds):
-            scored = torch.tensor([i for i, g in enumerate(self.folds) if g == f])
+        for f, scored in self.fold_rows().items():
             rest = torch.tensor([i for i, g in enumerate(self.folds) if g != f], dtype=torch.long)
             temperature = fit_temperature(self.logits[rest], self.targets[rest])
             probs[scored] = (self.logits[scored] / temperature).softmax(1)
@@ -91,7 +93,7 @@ class CrossValidation:
         probs = (self.logits / temperature).softmax(1)
         coverage, precision = answered_share(probs, self.targets, threshold)
         risk_coverage_png(probs, self.targets, threshold, Path(out_dir) / "risk_coverage.png")
-        fold_rows = [[i for i, g in enumerate(self.folds) if g == f] for f in sorted(set(self.folds))]
+        fold_rows = list(self.fold_rows().values())
         fold_ece = [expected_calibration_error(probs[rows], self.targets[rows]) for rows in fold_rows]
         fold_coverage = [answered_share(probs[rows], self.targets[rows], threshold)[0] for rows in fold_rows]
         metrics.update(self.summary())
