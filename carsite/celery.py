@@ -7,6 +7,10 @@ from celery import Celery
 from celery.signals import task_prerun
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "carsite.settings")
+# A worker starting up would otherwise run Django's system checks, which import every URLconf, view and API
+# module it never serves and delay its first job. The test script runs `manage.py check`, and every deploy
+# runs them with `manage.py migrate`.
+os.environ.setdefault("CELERY_SKIP_CHECKS", "1")
 
 app = Celery("carsite")
 app.config_from_object("django.conf:settings", namespace="CELERY")

@@ -12,6 +12,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 
 from classifier.models import ModelKind, ModelVersion
-from classifier.selectors.registry import active_model_version_id, model_version_label_map
+from classifier.selectors.registry import active_model_version_id, active_model_version_ids, model_version_label_map
 from classifier.services.registry import model_version_bundle_dir
 
 if TYPE_CHECKING:
@@ -41,6 +42,7 @@ class LoadedModel:
 
 
 _lock = threading.Lock()
+_load_locks = {kind: threading.Lock() for kind in ModelKind.values}  # a kind's load never waits for another's
 _loaded: dict[str, LoadedModel] = {}
 _compute_slots: threading.BoundedSemaphore | None = None
 
@@ -70,10 +72,11 @@ def compute_slot() -> Iterator[None]:
         yield
 
 
-def _load(version_id: int) -> LoadedModel:
+def _open(version: ModelVersion) -> tuple[Predictor, float]:
+    """The version's bundle, fetched, opened and warmed up, and the seconds that took. Reads no database
+    rows, so bundles can open side by side in threads of their own."""
     from ml.predict import Predictor
 
-    version = ModelVersion.objects.get(pk=version_id)
     started = time.perf_counter()
     bundle_dir: object = version.bundle_path  # what the error names if even finding the bundle fails
     try:
@@ -93,14 +96,19 @@ def _load(version_id: int) -> LoadedModel:
             f"The bundle at {bundle_dir} is {predictor.kind} {predictor.version}, "
             f"not the registered {version.kind} {version.version}."
         )
-    loaded = LoadedModel(
-        version=version,
-        predictor=predictor,
-        car_model_ids=model_version_label_map(version),
-        load_seconds=time.perf_counter() - started,
-    )
-    logger.info("loaded %s on %s in %.2fs", version, predictor.backend, loaded.load_seconds)
+    return predictor, time.perf_counter() - started
+
+
+def _hold(version: ModelVersion, predictor: Predictor, load_seconds: float) -> LoadedModel:
+    loaded = LoadedModel(version, predictor, model_version_label_map(version), load_seconds)
+    _loaded[version.kind] = loaded
+    logger.info("loaded %s on %s in %.2fs", version, predictor.backend, load_seconds)
     return loaded
+
+
+def _held(kind: str, active_id: int | None) -> LoadedModel | None:
+    current = _loaded.get(kind)
+    return current if current is not None and current.version.pk == active_id else None
 
 
 def get_active_model(kind: str, active_ids: Mapping[str, int] | None = None) -> LoadedModel | None:
@@ -112,29 +120,35 @@ def get_active_model(kind: str, active_ids: Mapping[str, int] | None = None) -> 
     active_id = active_model_version_id(kind) if active_ids is None else active_ids.get(kind)
     if active_id is None:
         return None
-    current = _loaded.get(kind)
-    if current is not None and current.version.pk == active_id:
-        return current
-    with _lock:
-        # Another thread may have loaded it while this one waited for the lock.
-        current = _loaded.get(kind)
-        if current is not None and current.version.pk == active_id:
-            return current
-        loaded = _load(active_id)
-        _loaded[kind] = loaded
-        return loaded
+    if held := _held(kind, active_id):
+        return held
+    with _load_locks[kind]:
+        if held := _held(kind, active_id):  # another thread loaded it while this one waited for the lock
+            return held
+        version = ModelVersion.objects.get(pk=active_id)
+        return _hold(version, *_open(version))
 
 
 def warm_up_active_models() -> dict[str, LoadedModel | None]:
-    """Load every active model now, so the first request does not pay for it. Never raises."""
-    result: dict[str, LoadedModel | None] = {}
-    for kind in ModelKind.values:
+    """Load every active model now, so the first request does not pay for it. Never raises.
+
+    The bundles open side by side, a thread each (ONNX Runtime builds a session without holding the GIL, so
+    on two cores both are ready in about the time of the slower); only the calling thread reads the database.
+    """
+    try:
+        active_ids = active_model_version_ids()
+        versions = [v for v in ModelVersion.objects.filter(pk__in=active_ids.values()) if not _held(v.kind, v.pk)]
+    except Exception:
+        logger.exception("could not read the active model versions")
+        return dict.fromkeys(ModelKind.values)
+    with ThreadPoolExecutor(max_workers=len(ModelKind.values), thread_name_prefix="carsite-load") as pool:
+        opening = [(version, pool.submit(_open, version)) for version in versions]
+    for version, opened in opening:
         try:
-            result[kind] = get_active_model(kind)
+            _hold(version, *opened.result())
         except Exception:
-            logger.exception("could not warm up the active %s model", kind)
-            result[kind] = None
-    return result
+            logger.exception("could not warm up the active %s model", version.kind)
+    return {kind: _held(kind, active_ids.get(kind)) for kind in ModelKind.values}
 
 
 def loaded_models() -> dict[str, LoadedModel]:
@@ -143,5 +157,4 @@ def loaded_models() -> dict[str, LoadedModel]:
 
 
 def clear_loaded_models() -> None:
-    with _lock:
-        _loaded.clear()
+    _loaded.clear()

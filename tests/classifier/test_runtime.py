@@ -50,6 +50,26 @@ def test_warm_up_loads_every_active_kind(make_bundle):
     assert set(runtime.loaded_models()) == {ModelKind.GATE}
 
 
+def test_warm_up_loads_both_kinds_and_a_broken_one_spares_the_other(make_bundle):
+    import shutil
+
+    from django.core.files.storage import default_storage
+
+    from classifier.services.registry import STORED_MANIFEST, model_version_bundle_dir
+
+    gate = model_version_activate(model_version_register(make_bundle(["exterior", "interior", "other"], kind="gate")))
+    classifier = model_version_activate(model_version_register(make_bundle(["A a", "B b"], seed=5)))
+    warmed = runtime.warm_up_active_models()
+    assert warmed[ModelKind.GATE].version == gate and warmed[ModelKind.CLASSIFIER].version == classifier
+    assert runtime.warm_up_active_models() == warmed  # already held: nothing loads again
+
+    runtime.clear_loaded_models()
+    shutil.rmtree(model_version_bundle_dir(classifier))  # gone from this host's cache and from the media storage
+    default_storage.delete(f"{classifier.bundle_path}/{STORED_MANIFEST}")
+    warmed = runtime.warm_up_active_models()
+    assert warmed[ModelKind.GATE].version == gate and warmed[ModelKind.CLASSIFIER] is None
+
+
 def test_a_missing_bundle_is_a_clear_error_and_warm_up_survives_it(make_bundle, settings):
     import shutil
 
