@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 
 from classifier.models import ModelKind, ModelVersion
-from classifier.selectors.registry import active_model_version_id, active_model_version_ids, model_version_label_map
+from classifier.selectors.registry import active_model_version, active_model_version_id, model_version_label_map
 from classifier.services.registry import model_version_bundle_dir
 
 if TYPE_CHECKING:
@@ -41,7 +41,7 @@ class LoadedModel:
     load_seconds: float = 0.0
 
 
-_lock = threading.Lock()
+_slots_lock = threading.Lock()
 _load_locks = {kind: threading.Lock() for kind in ModelKind.values}  # a kind's load never waits for another's
 _loaded: dict[str, LoadedModel] = {}
 _compute_slots: threading.BoundedSemaphore | None = None
@@ -65,7 +65,7 @@ def compute_slot() -> Iterator[None]:
     """
     global _compute_slots
     if _compute_slots is None:
-        with _lock:
+        with _slots_lock:
             if _compute_slots is None:
                 _compute_slots = threading.BoundedSemaphore(compute_slot_count())
     with _compute_slots:
@@ -134,21 +134,23 @@ def warm_up_active_models() -> dict[str, LoadedModel | None]:
 
     The bundles open side by side, a thread each (ONNX Runtime builds a session without holding the GIL, so
     on two cores both are ready in about the time of the slower); only the calling thread reads the database.
+    Meant for a process that is not serving yet: it takes no load lock, so a racing ``get_active_model``
+    could load the same version a second time.
     """
     try:
-        active_ids = active_model_version_ids()
-        versions = [v for v in ModelVersion.objects.filter(pk__in=active_ids.values()) if not _held(v.kind, v.pk)]
+        active = {kind: active_model_version(kind) for kind in ModelKind.values}
     except Exception:
         logger.exception("could not read the active model versions")
         return dict.fromkeys(ModelKind.values)
+    to_open = [v for v in active.values() if v is not None and not _held(v.kind, v.pk)]
     with ThreadPoolExecutor(max_workers=len(ModelKind.values), thread_name_prefix="carsite-load") as pool:
-        opening = [(version, pool.submit(_open, version)) for version in versions]
+        opening = [(version, pool.submit(_open, version)) for version in to_open]
     for version, opened in opening:
         try:
             _hold(version, *opened.result())
         except Exception:
             logger.exception("could not warm up the active %s model", version.kind)
-    return {kind: _held(kind, active_ids.get(kind)) for kind in ModelKind.values}
+    return {kind: _held(kind, version.pk) if version else None for kind, version in active.items()}
 
 
 def loaded_models() -> dict[str, LoadedModel]:

@@ -31,6 +31,14 @@ _MMAP_THRESHOLD_MAX = 32 * 1024 * 1024
 _TRIM_THRESHOLD = 512 * 1024 * 1024
 
 
+def _glibc_function(name: str) -> Any:
+    """One of glibc's functions through ctypes; None where the C library is not glibc."""
+    try:
+        return getattr(ctypes.CDLL("libc.so.6"), name)
+    except (OSError, AttributeError):
+        return None
+
+
 def keep_freed_memory_for_reuse() -> bool:
     """Ask glibc's malloc to keep freed tensor buffers for the next torch forward pass instead of unmapping them.
 
@@ -39,10 +47,9 @@ def keep_freed_memory_for_reuse() -> bool:
     on this project's 2-core test machine that made a batch-1 CPU forward pass about 20% slower. The
     cost is that freed buffers stay in the process for reuse. Returns False where this does not apply.
     """
-    try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):
-        return False  # not glibc
+    mallopt = _glibc_function("mallopt")
+    if mallopt is None:
+        return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX)) and bool(mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD))
 
@@ -53,10 +60,9 @@ def release_freed_memory() -> bool:
     Building an ONNX Runtime session frees the model file's bytes and the graph optimiser's scratch, and glibc
     keeps such pages in the process unless asked.
     """
-    try:
-        malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):
-        return False  # not glibc
+    malloc_trim = _glibc_function("malloc_trim")
+    if malloc_trim is None:
+        return False
     malloc_trim.argtypes = [ctypes.c_size_t]
     return bool(malloc_trim(0))
 
